@@ -1,0 +1,166 @@
+"""One settings tree for CLI, services and tests.
+
+Every value can be set from the environment with the ``HOPLINE_`` prefix and ``__`` between
+levels, e.g. ``HOPLINE_KAFKA__BOOTSTRAP_SERVERS=10.0.0.5:9092`` or
+``HOPLINE_AUDIO__WINDOW_SECS=0.96``. Defaults are the mission's numbers.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class KafkaSettings(BaseModel):
+    """Client settings tuned for latency; the same for Apache Kafka and the embedded broker."""
+
+    bootstrap_servers: str = "127.0.0.1:19092"
+    fetch_wait_max_ms: int = Field(10, ge=0, description="Broker fetch wait; small so hops do not idle.")
+    session_timeout_ms: int = Field(6000, ge=1000, description="Group session timeout; small joins fast.")
+    heartbeat_interval_ms: int = Field(1000, ge=100)
+    linger_ms: float = Field(1.0, ge=0, description="Producer batching delay.")
+    acks: Literal["all", "1", "0"] = "all"
+    partitioner: str = Field(
+        "murmur2_random",
+        description="Java/aiokafka-compatible key hashing, so a session has one partition in every topic.",
+    )
+    replication_factor: int = Field(1, ge=1)
+
+
+class TopicSettings(BaseModel):
+    """Topic names are ``<prefix>.<role>``; tests use a uuid prefix to stay isolated."""
+
+    prefix: str = "hopline"
+    partitions: int = Field(4, ge=1, description="Partitions of every keyed pipeline topic.")
+
+    def name(self, role: str) -> str:
+        return f"{self.prefix}.{role}"
+
+    @property
+    def frames(self) -> str:
+        return self.name("frames")
+
+    @property
+    def hops(self) -> str:
+        return self.name("hops")
+
+    @property
+    def hypotheses(self) -> str:
+        return self.name("hypotheses")
+
+    @property
+    def transcripts(self) -> str:
+        return self.name("transcripts")
+
+    @property
+    def latency(self) -> str:
+        return self.name("latency")
+
+    @property
+    def control(self) -> str:
+        return self.name("control")
+
+    def dead_letter(self, source_topic: str) -> str:
+        """Each consumed topic has its own dead-letter topic."""
+        return f"{source_topic}.dlq"
+
+
+class AudioSettings(BaseModel):
+    """Stage A (20 ms ingress frames) and stage B (160 ms hops over a rolling window)."""
+
+    frame_ms: int = Field(20, gt=0)
+    hop_ms: int = Field(160, gt=0)
+    window_secs: float = Field(1.28, description="Rolling window at full quality.")
+    min_window_secs: float = Field(0.96, description="Smallest window the controller may shrink to.")
+    sample_rate: int = Field(16000, description="Model input rate; 8 kHz input is resampled.")
+    reorder_tolerance_frames: int = Field(
+        4, ge=0, description="Frames a late frame may trail the newest one and still be put in order."
+    )
+    idle_timeout_s: float = Field(30.0, gt=0, description="A session with no frames this long is expired.")
+
+    @model_validator(mode="after")
+    def _check(self) -> AudioSettings:
+        if self.hop_ms % self.frame_ms:
+            raise ValueError("hop_ms must be a multiple of frame_ms")
+        if not 0 < self.min_window_secs <= self.window_secs:
+            raise ValueError("need 0 < min_window_secs <= window_secs")
+        return self
+
+    @property
+    def frames_per_hop(self) -> int:
+        return self.hop_ms // self.frame_ms
+
+
+class WorkerSettings(BaseModel):
+    """Micro-batching protects p95: a short cap, a small batch, one batch in flight."""
+
+    max_latency_ms: float = Field(20.0, ge=0, description="Longest the first hop of a batch waits.")
+    max_batch_size: int = Field(8, ge=1)
+    coalesce_stale_hops: bool = Field(
+        True, description="Skip a non-final hop when a newer hop of its session is already waiting."
+    )
+    device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
+    torch_threads: int | None = Field(None, ge=1, description="torch intra-op threads; None = torch default.")
+    fault_slowdown: float = Field(
+        1.0, ge=1.0, description="TEST KNOB: multiplies inference time for overload experiments."
+    )
+    worker_id: str | None = Field(None, description="Defaults to host:pid.")
+    beam: int = Field(4, description="Beam width until the controller says otherwise.")
+
+
+class AssemblerSettings(BaseModel):
+    emit_interval_ms: int = Field(160, gt=0, description="Partial emit cadence at full quality.")
+    throttled_emit_interval_ms: int = Field(320, gt=0, description="Partial emit cadence when throttled.")
+    endpoint_silence_ms: int = Field(600, gt=0, description="Silence that closes a final segment.")
+
+
+class ControllerSettings(BaseModel):
+    """The degradation ladder's thresholds on the sliding-window queue_wait p95."""
+
+    window_s: float = Field(10.0, gt=0, description="Sliding window of latency events.")
+    tick_s: float = Field(0.5, gt=0, description="How often the controller re-evaluates.")
+    min_events: int = Field(20, ge=1, description="Fewer events in the window -> no decision.")
+    raise_queue_wait_ms: tuple[float, ...] = Field(
+        (60.0, 120.0, 160.0, 200.0, 300.0),
+        description="queue_wait p95 above entry i raises the level to at least i+1.",
+    )
+    e2e_p95_target_ms: float = Field(500.0, gt=0)
+    recover_fraction: float = Field(
+        0.5, gt=0, lt=1, description="Step down only when p95 is below this fraction of the level's threshold."
+    )
+    recover_hold_s: float = Field(5.0, ge=0, description="...sustained for this long.")
+
+
+class MetricsSettings(BaseModel):
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(0, ge=0, description="/metrics port; 0 picks a free one (logged at start).")
+
+
+class BrokerSettings(BaseModel):
+    """The embedded Tansu broker used for development, tests and the demo."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(19092, gt=0, lt=65536)
+    start_timeout_s: float = Field(15.0, gt=0)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="HOPLINE_", env_nested_delimiter="__", extra="ignore")
+
+    kafka: KafkaSettings = KafkaSettings()
+    topics: TopicSettings = TopicSettings()
+    audio: AudioSettings = AudioSettings()
+    worker: WorkerSettings = WorkerSettings()
+    assembler: AssemblerSettings = AssemblerSettings()
+    controller: ControllerSettings = ControllerSettings()
+    metrics: MetricsSettings = MetricsSettings()
+    broker: BrokerSettings = BrokerSettings()
+    log_level: str = "INFO"
+
+    @property
+    def app_id(self) -> str:
+        """Faust app / consumer-group base name, unique per topic prefix."""
+        return self.topics.prefix
