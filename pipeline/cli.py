@@ -19,9 +19,7 @@ from pipeline.errors import CliError
 from pipeline.settings import Settings
 
 #: Modules exposing ``register(commands, bench)``; each adds its role's sub-commands.
-COMMAND_MODULES = (
-    "pipeline.cli_infra",
-)
+COMMAND_MODULES = ("pipeline.cli_infra",)
 
 Handler = Callable[[argparse.Namespace, Settings], int | None]
 
@@ -33,6 +31,16 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"hopline: error: {message} (see '{self.prog} --help')\n")
 
 
+def help_handler(parser: argparse.ArgumentParser) -> Handler:
+    """For command groups run without a sub-command: show what they offer."""
+
+    def show_help(args: argparse.Namespace, settings: Settings) -> int:
+        parser.print_help()
+        return 2
+
+    return show_help
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="hopline",
@@ -41,12 +49,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--log-level", default=None, help="DEBUG, INFO, WARNING (default: HOPLINE_LOG_LEVEL or INFO)")
     parser.add_argument(
-        "--bootstrap-servers", default=None, help="Kafka bootstrap servers (default: HOPLINE_KAFKA__BOOTSTRAP_SERVERS)"
+        "--bootstrap-servers",
+        default=None,
+        help="Kafka bootstrap servers (default: HOPLINE_KAFKA__BOOTSTRAP_SERVERS)",
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     bench_parser = commands.add_parser("bench", help="benchmarks that print figures (not tests)")
     bench = bench_parser.add_subparsers(dest="bench", metavar="BENCHMARK", parser_class=_Parser)
-    bench_parser.set_defaults(handler=lambda args, settings: bench_parser.print_help() or 2)
+    bench_parser.set_defaults(handler=help_handler(bench_parser))
     for module_name in COMMAND_MODULES:
         importlib.import_module(module_name).register(commands, bench)
     return parser

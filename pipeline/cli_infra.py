@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 
+from pipeline.cli import help_handler
 from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -31,7 +32,7 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
     )
     create.add_argument("--partitions", type=int, default=None, help="override HOPLINE_TOPICS__PARTITIONS")
     create.set_defaults(handler=_create_topics)
-    topics.set_defaults(handler=lambda args, settings: topics.print_help() or 2)
+    topics.set_defaults(handler=help_handler(topics))
 
 
 def _run_broker(args: argparse.Namespace, settings: Settings) -> int:

@@ -71,11 +71,13 @@ class Contract:
             raise UnknownSchemaError(f"{self.name}: {detail}")
         body = io.BytesIO(data[HEADER_LEN:])
         try:
-            record: Record = schemaless_reader(body, self.schema, None)
+            record = schemaless_reader(body, self.schema, None)
         except (EOFError, ValueError, IndexError, UnicodeDecodeError, struct.error) as exc:
             raise MalformedMessageError(f"{self.name}: body does not decode: {exc}") from exc
         if body.tell() != len(data) - HEADER_LEN:
             raise MalformedMessageError(f"{self.name}: {len(data) - HEADER_LEN - body.tell()} trailing bytes")
+        if not isinstance(record, dict):
+            raise MalformedMessageError(f"{self.name}: not a record")
         return record
 
 

@@ -128,7 +128,10 @@ class ControllerSettings(BaseModel):
     )
     e2e_p95_target_ms: float = Field(500.0, gt=0)
     recover_fraction: float = Field(
-        0.5, gt=0, lt=1, description="Step down only when p95 is below this fraction of the level's threshold."
+        0.5,
+        gt=0,
+        lt=1,
+        description="Step down only when p95 is below this fraction of the level's threshold.",
     )
     recover_hold_s: float = Field(5.0, ge=0, description="...sustained for this long.")
 

@@ -1,0 +1,57 @@
+import time
+
+import pytest
+
+from pipeline import contracts
+from pipeline.control import ControlFollower, ladder
+from pipeline.kafka import make_producer, now_ms
+from tests.conftest import SettingsFactory
+
+pytestmark = pytest.mark.integration
+
+
+def command(level: int, settings_knobs: tuple, scope: str = "global") -> bytes:
+    knobs = settings_knobs[level]
+    return contracts.CONTROL.encode(
+        {
+            "scope": scope,
+            "seq": level,
+            "level": level,
+            "emit_interval_ms": knobs.emit_interval_ms,
+            "window_secs": knobs.window_secs,
+            "beam": knobs.beam,
+            "admit_new_sessions": knobs.admit_new_sessions,
+            "reason": "test",
+            "metrics": {"queue_wait_ms_p95": 1.0},
+            "issued_ts_ms": now_ms(),
+        }
+    )
+
+
+def wait_for(predicate, timeout_s: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def test_follower_sees_history_then_live_commands_of_its_scope(make_settings: SettingsFactory) -> None:
+    settings = make_settings()
+    steps = ladder(settings)
+    producer = make_producer(settings)
+    producer.produce(settings.topics.control, key=b"global", value=command(2, steps))
+    producer.produce(settings.topics.control, key=b"global", value=b"not avro")
+    producer.flush(5)
+    follower = ControlFollower(settings).start()
+    try:
+        assert wait_for(lambda: follower.knobs.level == 2)
+        assert follower.knobs.window_secs == settings.audio.min_window_secs
+        producer.produce(settings.topics.control, key=b"other-scope", value=command(5, steps, "other-scope"))
+        producer.produce(settings.topics.control, key=b"global", value=command(4, steps))
+        producer.flush(5)
+        assert wait_for(lambda: follower.knobs.level == 4)
+        assert follower.knobs.beam == 1 and follower.knobs.admit_new_sessions
+    finally:
+        follower.close()
