@@ -7,6 +7,7 @@ levels, e.g. ``HOPLINE_KAFKA__BOOTSTRAP_SERVERS=10.0.0.5:9092`` or
 
 from __future__ import annotations
 
+import json
 from typing import Literal
 
 from pydantic import BaseModel, Field, model_validator
@@ -162,6 +163,19 @@ class Settings(BaseSettings):
     metrics: MetricsSettings = MetricsSettings()
     broker: BrokerSettings = BrokerSettings()
     log_level: str = "INFO"
+
+    def to_env(self) -> dict[str, str]:
+        """These settings as ``HOPLINE_*`` variables, so child services run with exactly them."""
+        env = {}
+        for section, values in self.model_dump(mode="json").items():
+            if isinstance(values, dict):
+                for key, value in values.items():
+                    if value is not None:
+                        encoded = json.dumps(value) if isinstance(value, list | dict) else str(value)
+                        env[f"HOPLINE_{section.upper()}__{key.upper()}"] = encoded
+            else:
+                env[f"HOPLINE_{section.upper()}"] = str(values)
+        return env
 
     @property
     def app_id(self) -> str:
