@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 
 from pydantic import ValidationError
 
-from pipeline.errors import CliError
+from pipeline.errors import CliError, Shutdown
 from pipeline.settings import Settings
 
 #: Modules exposing ``register(commands, bench)``; each adds its role's sub-commands.
@@ -63,10 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _terminate_on_sigterm() -> None:
-    """SIGTERM unwinds like Ctrl-C so every service runs its clean-shutdown path."""
-
     def handler(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
+        raise Shutdown
 
     signal.signal(signal.SIGTERM, handler)
 
@@ -96,6 +94,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         where = ".".join(str(p) for p in first["loc"])
         print(f"hopline: error: invalid setting {where}: {first['msg']}", file=sys.stderr)
         return 2
+    except Shutdown:
+        return 0
     except KeyboardInterrupt:
         return 130
 

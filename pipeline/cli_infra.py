@@ -41,16 +41,16 @@ def _run_broker(args: argparse.Namespace, settings: Settings) -> int:
 
     port = args.port or settings.broker.port
     with EmbeddedBroker(settings.broker.host, port, settings.broker.start_timeout_s) as broker:
-        print(f"broker ready on {broker.bootstrap_servers} (Ctrl-C to stop)", flush=True)
         if args.create_topics:
             settings.kafka.bootstrap_servers = broker.bootstrap_servers
             created = create_topics(settings)
             print(f"created {len(created)} topics", flush=True)
+        print(f"broker ready on {broker.bootstrap_servers} (Ctrl-C to stop)", flush=True)
         try:
             return broker.wait()
         except KeyboardInterrupt:
             print("stopping broker", flush=True)
-            return 0
+            raise
 
 
 def _create_topics(args: argparse.Namespace, settings: Settings) -> int:
