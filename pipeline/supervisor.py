@@ -1,0 +1,114 @@
+"""Run hopline services as real child processes: the demo's supervisor and the tests' harness.
+
+A service is ``python -m pipeline.cli <command>`` with the given settings passed as
+``HOPLINE_*`` variables, so every child runs with exactly the parent's configuration. It
+counts as ready once its output matches ``ready_pattern`` (every service logs a line
+containing ``ready`` when it consumes). SIGTERM exercises the clean-shutdown path; SIGKILL
+simulates a crash.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping
+from types import TracebackType
+
+from pipeline.settings import Settings
+
+
+class ServiceFailed(RuntimeError):
+    """A child service exited early, never became ready, or ignored SIGTERM; carries its output tail."""
+
+
+class ServiceProcess:
+    """One child service; its merged stdout/stderr is collected line by line in :attr:`lines`."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *args: str,
+        ready_pattern: str = r"\bready\b",
+        env: Mapping[str, str] | None = None,
+        on_line: Callable[[str], None] | None = None,
+    ) -> None:
+        self.args = args
+        self.ready_pattern = re.compile(ready_pattern)
+        self.lines: list[str] = []
+        self._on_line = on_line
+        self._ready = threading.Event()
+        child_env = {**os.environ, **settings.to_env(), **(env or {}), "PYTHONUNBUFFERED": "1"}
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "pipeline.cli", *args],
+            env=child_env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        self._reader = threading.Thread(target=self._read, name=f"read-{args[0] if args else 'hopline'}", daemon=True)
+        self._reader.start()
+
+    @property
+    def name(self) -> str:
+        return " ".join(self.args)
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            line = line.rstrip("\n")
+            self.lines.append(line)
+            if self._on_line is not None:
+                self._on_line(line)
+            if self.ready_pattern.search(line):
+                self._ready.set()
+
+    @property
+    def output(self) -> str:
+        return "\n".join(self.lines)
+
+    @property
+    def running(self) -> bool:
+        return self.process.poll() is None
+
+    def wait_ready(self, timeout_s: float = 30.0) -> ServiceProcess:
+        deadline = time.monotonic() + timeout_s
+        while not self._ready.wait(0.05):
+            if self.process.poll() is not None:
+                raise ServiceFailed(f"{self.args} exited with {self.process.returncode}:\n{self.output[-3000:]}")
+            if time.monotonic() > deadline:
+                raise ServiceFailed(f"{self.args} not ready within {timeout_s} s:\n{self.output[-3000:]}")
+        return self
+
+    def terminate(self, timeout_s: float = 20.0) -> int:
+        """SIGTERM and wait: the service must drain and exit on its own."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            code = self.process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+            raise ServiceFailed(f"{self.args} ignored SIGTERM for {timeout_s} s:\n{self.output[-3000:]}") from None
+        self._reader.join(2.0)
+        return code
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown path runs, as in a crash."""
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait()
+        self._reader.join(2.0)
+
+    def __enter__(self) -> ServiceProcess:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self.process.poll() is None:
+            self.kill()
