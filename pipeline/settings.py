@@ -7,6 +7,7 @@ levels, e.g. ``HOPLINE_KAFKA__BOOTSTRAP_SERVERS=10.0.0.5:9092`` or
 
 from __future__ import annotations
 
+import itertools
 import json
 from typing import Literal
 
@@ -118,23 +119,45 @@ class AssemblerSettings(BaseModel):
 
 
 class ControllerSettings(BaseModel):
-    """The degradation ladder's thresholds on the sliding-window queue_wait p95."""
+    """The degradation ladder's triggers: sliding-window queue_wait p95 first, e2e p95 as the backstop."""
 
     window_s: float = Field(10.0, gt=0, description="Sliding window of latency events.")
     tick_s: float = Field(0.5, gt=0, description="How often the controller re-evaluates.")
     min_events: int = Field(20, ge=1, description="Fewer events in the window -> no decision.")
     raise_queue_wait_ms: tuple[float, ...] = Field(
-        (60.0, 120.0, 160.0, 200.0, 300.0),
-        description="queue_wait p95 above entry i raises the level to at least i+1.",
+        (60.0, 120.0, 200.0, 250.0, 300.0),
+        description="queue_wait p95 above entry i raises the level to at least i+1 (mission: 120 ms -> "
+        "window 0.96 s at level 2; 200 ms -> emit 320 ms + window 0.96 s + beam 2 at level 3).",
     )
     e2e_p95_target_ms: float = Field(500.0, gt=0)
+    e2e_raise_fraction: float = Field(
+        0.9,
+        gt=0,
+        le=1,
+        description="e2e p95 of hops cut at the current level above this fraction of the target -> one level up.",
+    )
+    raise_hold_s: float = Field(
+        2.0, ge=0, description="An e2e-driven raise waits this long after the last change to let it take effect."
+    )
     recover_fraction: float = Field(
         0.5,
         gt=0,
         lt=1,
-        description="Step down only when p95 is below this fraction of the level's threshold.",
+        description="Step down only when queue_wait p95 is below this fraction of the level's threshold...",
     )
-    recover_hold_s: float = Field(5.0, ge=0, description="...sustained for this long.")
+    e2e_recover_fraction: float = Field(
+        0.8, gt=0, lt=1, description="...and e2e p95 is below this fraction of its target..."
+    )
+    recover_hold_s: float = Field(5.0, ge=0, description="...both sustained for this long.")
+
+    @model_validator(mode="after")
+    def _check(self) -> ControllerSettings:
+        thresholds = self.raise_queue_wait_ms
+        if not thresholds or any(b <= a for a, b in itertools.pairwise(thresholds)):
+            raise ValueError("raise_queue_wait_ms must be a non-empty, strictly increasing tuple")
+        if self.e2e_recover_fraction >= self.e2e_raise_fraction:
+            raise ValueError("e2e_recover_fraction must be below e2e_raise_fraction")
+        return self
 
 
 class MetricsSettings(BaseModel):
