@@ -80,7 +80,8 @@ def pipeline_topics(settings: Settings) -> dict[str, dict[str, str]]:
     """
     topics = settings.topics
     keyed = [topics.frames, topics.hops, topics.hypotheses, topics.transcripts, topics.latency]
-    dead_letters = [topics.dead_letter(t) for t in (topics.frames, topics.hops, topics.hypotheses)]
+    consumed = (topics.frames, topics.hops, topics.hypotheses, topics.latency)
+    dead_letters = [topics.dead_letter(t) for t in consumed]
     spec: dict[str, dict[str, str]] = {name: {} for name in keyed + dead_letters}
     spec[topics.control] = {"cleanup.policy": "compact"}
     return spec

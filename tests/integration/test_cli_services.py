@@ -14,4 +14,4 @@ def test_broker_command_serves_then_stops_on_sigterm() -> None:
         broker.wait_ready(15)
         assert broker.terminate() == 0
     assert f"127.0.0.1:{port}" in broker.output
-    assert "created 9 topics" in broker.output
+    assert "created 10 topics" in broker.output
