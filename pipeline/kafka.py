@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaException, Message, Producer
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from pipeline import contracts
@@ -126,7 +126,14 @@ class DeadLetters:
         self._producer = producer
         self._service = service
 
-    def publish(self, message: Message, reason: str, error: BaseException | None = None) -> None:
+    def publish(
+        self,
+        message: Message,
+        reason: str,
+        error: BaseException | None = None,
+        on_delivery: Callable[[KafkaError | None, Message], None] | None = None,
+    ) -> None:
+        """``on_delivery`` lets at-least-once consumers commit the source offset only once the letter is acked."""
         source = message.topic() or "unknown"
         record = {
             "source_topic": source,
@@ -144,4 +151,5 @@ class DeadLetters:
             self._settings.topics.dead_letter(source),
             key=message.key(),
             value=contracts.DEAD_LETTER.encode(record),
+            on_delivery=on_delivery,
         )
