@@ -1,0 +1,262 @@
+"""The micro-batch policy: batching protects p95, it is not for throughput.
+
+Three rules, all in :class:`BatchPolicy` (plain Python, clock injected, no threads):
+
+* A batch closes when it is full (``max_batch_size`` sessions) or when its FIRST hop has
+  waited ``max_latency_s``, whichever comes first. That bounds ``batch_wait``.
+* Exactly one batch is in flight (a single GPU stream). While it runs, the next batch keeps
+  filling; if its deadline passes meanwhile, it is closed at the deadline and the rest of
+  its wait is for the GPU, i.e. ``queue_wait``, not ``batch_wait``. A hop that joins a batch
+  after that logical close had no batching delay at all: its close time is its arrival.
+* A batch never holds two hops of one session. With coalescing on, a waiting non-final hop
+  is skipped as soon as a newer hop of its session waits too: the newer rolling window
+  covers its audio. Final hops are never skipped.
+
+:class:`MicroBatcher` wraps the policy in the sherpa-onnx streaming-server shape: callers
+``submit`` items and get futures; one inference thread takes closed batches, runs them
+and resolves the futures.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+Clock = Callable[[], float]
+
+
+class Superseded(Exception):
+    """The hop was skipped: a newer hop of its session was waiting and covers its audio."""
+
+
+@dataclass
+class Pending(Generic[T]):
+    """One hop waiting for a batch, with what the policy needs to know about it."""
+
+    session_id: str
+    seq: int
+    is_final: bool
+    item: T
+    received_at: float = 0.0
+    skipped_before: int = 0
+    future: Future[Any] = field(default_factory=Future, repr=False)
+
+
+@dataclass(frozen=True)
+class Entry(Generic[T]):
+    """One hop of a closed batch."""
+
+    item: T
+    session_id: str
+    seq: int
+    received_at: float
+    closed_at: float
+    skipped_before: int
+    future: Future[Any] = field(repr=False, compare=False)
+
+
+@dataclass(frozen=True)
+class Batch(Generic[T]):
+    """A closed batch: at most one hop per session, oldest arrivals first."""
+
+    entries: tuple[Entry[T], ...]
+    closed_at: float
+    taken_at: float
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    @property
+    def items(self) -> list[T]:
+        return [entry.item for entry in self.entries]
+
+
+class BatchPolicy(Generic[T]):
+    """Decides what waits, what is skipped, and when a batch closes. Not thread-safe on its own."""
+
+    def __init__(
+        self,
+        max_batch_size: int,
+        max_latency_s: float,
+        coalesce_stale: bool = True,
+        clock: Clock = time.monotonic,
+    ) -> None:
+        if max_batch_size < 1:
+            raise ValueError("max_batch_size must be at least 1")
+        if max_latency_s < 0:
+            raise ValueError("max_latency_s must not be negative")
+        self.max_batch_size = max_batch_size
+        self.max_latency_s = max_latency_s
+        self.coalesce_stale = coalesce_stale
+        self.clock = clock
+        self._waiting: list[Pending[T]] = []
+        self._in_flight: Batch[T] | None = None
+        self.skipped = 0
+
+    @property
+    def depth(self) -> int:
+        """Hops waiting for a batch (the in-flight batch not included)."""
+        return len(self._waiting)
+
+    @property
+    def in_flight(self) -> Batch[T] | None:
+        return self._in_flight
+
+    def offer(self, pending: Pending[T]) -> list[Pending[T]]:
+        """Queue a hop; returns the hops it made superseded (skipped, no longer waiting)."""
+        pending.received_at = self.clock()
+        if not self.coalesce_stale:
+            self._waiting.append(pending)
+            return []
+        same_session = [p for p in self._waiting if p.session_id == pending.session_id]
+        newest = max(same_session, key=lambda p: p.seq, default=None)
+        if newest is not None and newest.seq >= pending.seq and not pending.is_final:
+            newest.skipped_before += 1 + pending.skipped_before
+            self.skipped += 1
+            return [pending]
+        superseded = [p for p in same_session if not p.is_final and p.seq < pending.seq]
+        for old in superseded:
+            self._waiting.remove(old)
+            pending.skipped_before += 1 + old.skipped_before
+        self.skipped += len(superseded)
+        self._waiting.append(pending)
+        return superseded
+
+    def _candidates(self) -> list[Pending[T]]:
+        """The next batch if it closed now: the oldest waiting hop of each session, in arrival order."""
+        chosen: list[Pending[T]] = []
+        sessions: set[str] = set()
+        for pending in self._waiting:
+            if pending.session_id not in sessions:
+                sessions.add(pending.session_id)
+                chosen.append(pending)
+                if len(chosen) == self.max_batch_size:
+                    break
+        return chosen
+
+    def _close_time(self, chosen: Sequence[Pending[T]]) -> float:
+        """When the forming batch closes by policy: full, or its first hop's deadline."""
+        deadline = chosen[0].received_at + self.max_latency_s
+        if len(chosen) == self.max_batch_size:
+            return min(deadline, chosen[-1].received_at)
+        return deadline
+
+    def seconds_until_ready(self) -> float | None:
+        """How long until :meth:`take` can return a batch; None when nothing waits or one is in flight."""
+        if self._in_flight is not None or not self._waiting:
+            return None
+        return max(0.0, self._close_time(self._candidates()) - self.clock())
+
+    def take(self, force: bool = False) -> Batch[T] | None:
+        """Close and hand out the next batch if it is due (or ``force``) and the GPU is free."""
+        if self._in_flight is not None or not self._waiting:
+            return None
+        now = self.clock()
+        chosen = self._candidates()
+        close_time = self._close_time(chosen)
+        if now < close_time and not force:
+            return None
+        close_time = min(close_time, now)
+        for pending in chosen:
+            self._waiting.remove(pending)
+        entries = tuple(
+            Entry(
+                item=p.item,
+                session_id=p.session_id,
+                seq=p.seq,
+                received_at=p.received_at,
+                closed_at=max(p.received_at, close_time),
+                skipped_before=p.skipped_before,
+                future=p.future,
+            )
+            for p in chosen
+        )
+        self._in_flight = Batch(entries=entries, closed_at=close_time, taken_at=now)
+        return self._in_flight
+
+    def finish(self, batch: Batch[T]) -> None:
+        """The in-flight batch is done; the next one may start."""
+        if batch is not self._in_flight:
+            raise ValueError("finish() of a batch that is not in flight")
+        self._in_flight = None
+
+
+class MicroBatcher(Generic[T, R]):
+    """The policy behind a lock, fed by ``submit`` from any thread, drained by one inference thread.
+
+    ``run_batch`` gets each closed batch and returns one result per entry, in order; each
+    entry's future then resolves with its result (callbacks run on the inference thread,
+    right after inference). A skipped hop's future fails with :class:`Superseded` at once;
+    if ``run_batch`` raises, every future of that batch fails with the error.
+    """
+
+    def __init__(
+        self, policy: BatchPolicy[T], run_batch: Callable[[Batch[T]], Sequence[R]], name: str = "inference"
+    ) -> None:
+        self._policy = policy
+        self._run_batch = run_batch
+        self._cond = threading.Condition()
+        self._closing = False
+        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
+
+    def start(self) -> MicroBatcher[T, R]:
+        self._thread.start()
+        return self
+
+    @property
+    def depth(self) -> int:
+        with self._cond:
+            return self._policy.depth
+
+    def submit(self, session_id: str, seq: int, is_final: bool, item: T) -> Future[R]:
+        pending: Pending[T] = Pending(session_id=session_id, seq=seq, is_final=is_final, item=item)
+        with self._cond:
+            if self._closing:
+                raise RuntimeError("batcher is closed")
+            skipped = self._policy.offer(pending)
+            self._cond.notify_all()
+        for old in skipped:
+            old.future.set_exception(Superseded(f"{old.session_id}#{old.seq}"))
+        return pending.future
+
+    def _next_batch(self) -> Batch[T] | None:
+        with self._cond:
+            while True:
+                if self._closing and self._policy.depth == 0 and self._policy.in_flight is None:
+                    return None
+                batch = self._policy.take(force=self._closing)
+                if batch is not None:
+                    return batch
+                self._cond.wait(self._policy.seconds_until_ready())
+
+    def _loop(self) -> None:
+        while (batch := self._next_batch()) is not None:
+            try:
+                results = self._run_batch(batch)
+                if len(results) != len(batch):
+                    raise RuntimeError(f"run_batch returned {len(results)} results for {len(batch)} hops")
+            except Exception as exc:
+                for entry in batch.entries:
+                    entry.future.set_exception(exc)
+            else:
+                for entry, result in zip(batch.entries, results, strict=True):
+                    entry.future.set_result(result)
+            finally:
+                with self._cond:
+                    self._policy.finish(batch)
+                    self._cond.notify_all()
+
+    def close(self, timeout_s: float | None = None) -> None:
+        """Stop taking hops, run everything already queued (no deadline waits), and stop the thread."""
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
+        if self._thread.is_alive():
+            self._thread.join(timeout_s)
