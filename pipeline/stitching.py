@@ -1,0 +1,383 @@
+"""Per-hop hypotheses -> one running transcript per session (pure logic, injectable clock).
+
+Every hop re-decodes a rolling window (0.96–1.28 s) that overlaps the previous one by all
+but 160 ms, so the same word shows up in several hypotheses, and words near the window's
+end are guesses that the next hop may revise. A word is **committed** (never changes,
+never repeats) when it is stable:
+
+* two consecutive hypotheses agree on it (same word, start within
+  ``agreement_tolerance_ms``) as part of the same leading run of uncommitted words, and
+  it does not reach into the window's last ``end_guard_ms`` (where it may be cut), or
+* it ended at least ``stable_after_ms`` before the newest window's end (enough right
+  context heard), or
+* the newest window no longer covers it (it can never be re-decoded), or
+* the segment closes.
+
+Everything after the committed words is the **tail**: the newest hypothesis' guess, shown
+in partials and free to change. Committed words carry stream times; the stream time of
+the last committed word's end is the *horizon*, and only words beyond it are ever
+considered again, which is what makes a word impossible to commit twice.
+
+A **final** closes a segment: at an endpoint (the newest window ends at least
+``endpoint_silence_ms`` after the last word heard), at the session's final hop, or when a
+session goes idle. Every session gets at least one final (empty for a silent stream), so
+a client always learns that its stream was closed.
+**Partials** (committed + tail) go out at most every ``emit_interval_ms`` of stream time
+(160, or 320 when the controller throttles) and never closer than half that in wall time,
+so a backlog drained at once does not flood clients; a partial with nothing to show is
+not sent.
+
+At-least-once delivery upstream means a hop may arrive twice (worker restart) or late
+(after a newer one): a hypothesis whose ``hop_seq`` is not newer than the last one applied
+is ignored; the newer window already covers its audio. Problems come back as data
+(:class:`Outcome`), never as exceptions. State per session is a plain JSON-able dict
+(:meth:`Stitcher.snapshot` / :meth:`Stitcher.restore`) so a service can keep it durable.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Clock = Callable[[], float]
+Record = dict[str, Any]
+
+Status = Literal["applied", "duplicate", "stale", "closed", "invalid"]
+
+_PUNCTUATION = re.compile(r"[^\w']+")
+
+
+def wall_clock_ms() -> float:
+    return time.time() * 1000.0
+
+
+@dataclass(frozen=True)
+class Word:
+    word: str
+    start_ms: float
+    end_ms: float
+    confidence: float
+
+    @property
+    def key(self) -> str:
+        """What two decodes must share to count as the same word: case and punctuation ignored."""
+        return _PUNCTUATION.sub("", self.word.lower())
+
+    @property
+    def mid_ms(self) -> float:
+        return (self.start_ms + self.end_ms) / 2.0
+
+    def to_record(self) -> Record:
+        return {"word": self.word, "start_ms": self.start_ms, "end_ms": self.end_ms, "confidence": self.confidence}
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> Word:
+        return cls(
+            word=str(record["word"]).strip(),
+            start_ms=float(record["start_ms"]),
+            end_ms=float(record["end_ms"]),
+            confidence=float(record["confidence"]),
+        )
+
+
+@dataclass(frozen=True)
+class StitchingPolicy:
+    """When words count as stable and when segments close; defaults are the mission's."""
+
+    endpoint_silence_ms: float = 600.0
+    agreement_tolerance_ms: float = 200.0
+    stable_after_ms: float = 480.0
+    window_edge_ms: float = 40.0
+    end_guard_ms: float = 80.0
+    idle_timeout_ms: float = 30_000.0
+    closed_retention_ms: float = 60_000.0
+    min_emit_spacing: float = 0.5
+
+
+@dataclass
+class SessionState:
+    """Everything stitching remembers about one session."""
+
+    session_id: str
+    last_hop_seq: int = -1
+    segment: int = 0
+    committed: list[Word] = field(default_factory=list)
+    tail: list[Word] = field(default_factory=list)
+    horizon_ms: float = -math.inf
+    last_emit_stream_ms: float = -math.inf
+    last_emit_wall_ms: float = -math.inf
+    last_first_capture_ts_ms: float = 0.0
+    last_seen_wall_ms: float = 0.0
+    closed: bool = False
+
+    def to_record(self) -> Record:
+        return {
+            "session_id": self.session_id,
+            "last_hop_seq": self.last_hop_seq,
+            "segment": self.segment,
+            "committed": [w.to_record() for w in self.committed],
+            "tail": [w.to_record() for w in self.tail],
+            "horizon_ms": _finite_or_none(self.horizon_ms),
+            "last_emit_stream_ms": _finite_or_none(self.last_emit_stream_ms),
+            "last_emit_wall_ms": _finite_or_none(self.last_emit_wall_ms),
+            "last_first_capture_ts_ms": self.last_first_capture_ts_ms,
+            "last_seen_wall_ms": self.last_seen_wall_ms,
+            "closed": self.closed,
+        }
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> SessionState:
+        return cls(
+            session_id=str(record["session_id"]),
+            last_hop_seq=int(record["last_hop_seq"]),
+            segment=int(record["segment"]),
+            committed=[Word.from_record(w) for w in record["committed"]],
+            tail=[Word.from_record(w) for w in record["tail"]],
+            horizon_ms=_none_to_minus_inf(record["horizon_ms"]),
+            last_emit_stream_ms=_none_to_minus_inf(record["last_emit_stream_ms"]),
+            last_emit_wall_ms=_none_to_minus_inf(record["last_emit_wall_ms"]),
+            last_first_capture_ts_ms=float(record["last_first_capture_ts_ms"]),
+            last_seen_wall_ms=float(record["last_seen_wall_ms"]),
+            closed=bool(record["closed"]),
+        )
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one hypothesis did: its status, the transcripts to publish, and why if nothing."""
+
+    status: Status
+    transcripts: tuple[Record, ...] = ()
+    reason: str = ""
+    dropped_words: int = 0
+
+    @property
+    def emitted(self) -> bool:
+        return bool(self.transcripts)
+
+
+class Stitcher:
+    """All sessions' stitching state; feed it hypotheses in arrival order."""
+
+    def __init__(self, policy: StitchingPolicy | None = None, clock: Clock = wall_clock_ms) -> None:
+        self.policy = policy or StitchingPolicy()
+        self._clock = clock
+        self._sessions: dict[str, SessionState] = {}
+
+    def __contains__(self, session_id: object) -> bool:
+        return session_id in self._sessions
+
+    def __len__(self) -> int:
+        return len(self._sessions)
+
+    def snapshot(self, session_id: str) -> Record | None:
+        state = self._sessions.get(session_id)
+        return state.to_record() if state else None
+
+    def restore(self, snapshot: Mapping[str, Any]) -> None:
+        state = SessionState.from_record(snapshot)
+        self._sessions[state.session_id] = state
+
+    def forget(self, session_id: str | None = None) -> None:
+        """Drop one session's state (or all) from memory, e.g. when its partition moves away."""
+        if session_id is None:
+            self._sessions.clear()
+        else:
+            self._sessions.pop(session_id, None)
+
+    def accept(self, hypothesis: Mapping[str, Any], emit_interval_ms: float) -> Outcome:
+        """Apply one hypothesis; returns the partial and/or final transcripts it causes."""
+        session_id = str(hypothesis.get("session_id", ""))
+        problem = _check(hypothesis)
+        if problem:
+            return Outcome("invalid", reason=problem)
+        hop_seq = int(hypothesis["hop_seq"])
+        state = self._sessions.get(session_id)
+        if state is None:
+            state = self._sessions[session_id] = SessionState(session_id)
+        if state.closed:
+            return Outcome("closed", reason=f"hop {hop_seq} after the session's final hop {state.last_hop_seq}")
+        if hop_seq == state.last_hop_seq:
+            return Outcome("duplicate", reason=f"hop {hop_seq} already applied")
+        if hop_seq < state.last_hop_seq:
+            return Outcome("stale", reason=f"hop {hop_seq} arrived after hop {state.last_hop_seq}")
+
+        now = self._clock()
+        state.last_hop_seq = hop_seq
+        state.last_first_capture_ts_ms = float(hypothesis["first_capture_ts_ms"])
+        state.last_seen_wall_ms = now
+        window_start = float(hypothesis["window_start_ms"])
+        window_end = float(hypothesis["window_end_ms"])
+        words, dropped = _valid_words(hypothesis["words"])
+
+        # Tail words whose start the new window no longer covers can never be re-decoded: keep them.
+        gone = [w for w in state.tail if w.start_ms <= window_start + self.policy.window_edge_ms]
+        self._commit(state, gone)
+        candidates = self._uncommitted(state, words, window_start)
+        stable = max(self._agreed(state.tail, candidates, window_end), self._old(candidates, window_end))
+        self._commit(state, candidates[:stable])
+        state.tail = candidates[stable:]
+
+        transcripts: list[Record] = []
+        if bool(hypothesis["is_final"]):
+            if self._has_words(state) or state.segment == 0:
+                transcripts.append(self._close(state, now, window_end))
+            state.closed = True
+        elif self._has_words(state) and window_end - self._speech_end(state) >= self.policy.endpoint_silence_ms:
+            transcripts.append(self._close(state, now, window_end))
+        elif self._partial_due(state, now, window_end, emit_interval_ms) and self._has_words(state):
+            transcripts.append(self._transcript(state, "partial"))
+            state.last_emit_stream_ms = window_end
+            state.last_emit_wall_ms = now
+        return Outcome("applied", tuple(transcripts), dropped_words=dropped)
+
+    def expire(self) -> list[Record]:
+        """Close sessions idle for ``idle_timeout_ms`` (their final) and forget long-closed ones."""
+        now = self._clock()
+        finals = []
+        for session_id, state in list(self._sessions.items()):
+            idle = now - state.last_seen_wall_ms
+            if state.closed:
+                if idle >= self.policy.closed_retention_ms:
+                    del self._sessions[session_id]
+            elif idle >= self.policy.idle_timeout_ms:
+                finals.append(self._close(state, now, state.last_emit_stream_ms))
+                state.closed = True
+        return finals
+
+    def _uncommitted(self, state: SessionState, words: list[Word], window_start: float) -> list[Word]:
+        """The hypothesis' words beyond the horizon, minus fragments cut by the window's start."""
+        last = state.committed[-1] if state.committed else None
+        fresh = []
+        for word in words:
+            if word.mid_ms <= state.horizon_ms:
+                continue
+            if last is not None and word.start_ms < last.end_ms and word.key == last.key:
+                continue  # the committed word again, decoded with shifted timing
+            if window_start > 0 and word.start_ms <= window_start + self.policy.window_edge_ms:
+                continue  # cut by the window's start: a fragment, not a word
+            fresh.append(word)
+        return fresh
+
+    def _agreed(self, previous: list[Word], current: list[Word], window_end: float) -> int:
+        """Length of the leading run the previous and current hypotheses agree on.
+
+        A word reaching into the window's last ``end_guard_ms`` may be cut off mid-word, and
+        a cut word can be misheard the same way twice, so it never counts as agreed.
+        """
+        count = 0
+        for before, now in zip(previous, current, strict=False):
+            if before.key != now.key or abs(before.start_ms - now.start_ms) > self.policy.agreement_tolerance_ms:
+                break
+            if now.end_ms > window_end - self.policy.end_guard_ms:
+                break
+            count += 1
+        return count
+
+    def _old(self, words: list[Word], window_end: float) -> int:
+        """Length of the leading run that ended long enough before the window's end."""
+        count = 0
+        for word in words:
+            if word.end_ms > window_end - self.policy.stable_after_ms:
+                break
+            count += 1
+        return count
+
+    @staticmethod
+    def _commit(state: SessionState, words: Iterable[Word]) -> None:
+        for word in words:
+            state.committed.append(word)
+            state.horizon_ms = max(state.horizon_ms, word.end_ms)
+        state.tail = [w for w in state.tail if w.mid_ms > state.horizon_ms]
+
+    @staticmethod
+    def _speech_end(state: SessionState) -> float:
+        """Stream time the newest evidence says speech last ended."""
+        return max(state.horizon_ms, state.tail[-1].end_ms) if state.tail else state.horizon_ms
+
+    @staticmethod
+    def _has_words(state: SessionState) -> bool:
+        return bool(state.committed or state.tail)
+
+    def _partial_due(self, state: SessionState, now: float, window_end: float, emit_interval_ms: float) -> bool:
+        stream_due = window_end - state.last_emit_stream_ms >= emit_interval_ms - 1.0
+        wall_due = now - state.last_emit_wall_ms >= emit_interval_ms * self.policy.min_emit_spacing
+        return stream_due and wall_due
+
+    def _close(self, state: SessionState, now: float, stream_ms: float) -> Record:
+        """Commit the tail, emit the segment's final, start the next segment."""
+        self._commit(state, state.tail)
+        final = self._transcript(state, "final")
+        state.segment += 1
+        state.committed = []
+        state.tail = []
+        state.last_emit_stream_ms = stream_ms
+        state.last_emit_wall_ms = now
+        return final
+
+    @staticmethod
+    def _transcript(state: SessionState, kind: str) -> Record:
+        committed_text = " ".join(w.word for w in state.committed)
+        tail_text = " ".join(w.word for w in state.tail)
+        return {
+            "session_id": state.session_id,
+            "kind": kind,
+            "segment": state.segment,
+            "text": " ".join(t for t in (committed_text, tail_text) if t),
+            "committed_text": committed_text,
+            "tail_text": tail_text,
+            "words": [w.to_record() for w in state.committed],
+            "hop_seq": state.last_hop_seq,
+            "first_capture_ts_ms": state.last_first_capture_ts_ms,
+        }
+
+
+def _check(hypothesis: Mapping[str, Any]) -> str:
+    """Why a hypothesis cannot be stitched, or '' when it can."""
+    if not hypothesis.get("session_id"):
+        return "no session_id"
+    try:
+        window_start = float(hypothesis["window_start_ms"])
+        window_end = float(hypothesis["window_end_ms"])
+        int(hypothesis["hop_seq"])
+        float(hypothesis["first_capture_ts_ms"])
+        words = list(hypothesis["words"])
+        bool(hypothesis["is_final"])
+    except (KeyError, TypeError, ValueError) as exc:
+        return f"missing or malformed field: {exc}"
+    if not (math.isfinite(window_start) and math.isfinite(window_end)) or window_end < window_start:
+        return f"bad window [{window_start}, {window_end}] ms"
+    if not all(isinstance(w, Mapping) for w in words):
+        return "words is not a list of records"
+    return ""
+
+
+def _valid_words(records: Iterable[Mapping[str, Any]]) -> tuple[list[Word], int]:
+    """Usable words in time order, and how many were dropped (empty, bad or reversed times)."""
+    words = []
+    dropped = 0
+    for record in records:
+        try:
+            word = Word.from_record(record)
+        except (KeyError, TypeError, ValueError):
+            dropped += 1
+            continue
+        times_ok = math.isfinite(word.start_ms) and math.isfinite(word.end_ms) and word.start_ms <= word.end_ms
+        if word.key and times_ok:
+            words.append(word)
+        else:
+            dropped += 1
+    words.sort(key=lambda w: (w.start_ms, w.end_ms))
+    return words, dropped
+
+
+def _finite_or_none(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+def _none_to_minus_inf(value: float | None) -> float:
+    return -math.inf if value is None else float(value)

@@ -1,0 +1,277 @@
+import json
+import random
+
+import pytest
+
+from pipeline.stitching import Outcome, Stitcher, StitchingPolicy
+
+HOP_MS = 160.0
+WINDOW_MS = 1280.0
+
+#: (word, start_ms, end_ms) in stream time: two phrases with 1.2 s of silence between.
+SPEECH = [
+    ("turn", 200, 420),
+    ("the", 460, 560),
+    ("lights", 600, 980),
+    ("off", 1020, 1300),
+    ("in", 1340, 1440),
+    ("the", 1480, 1580),
+    ("kitchen", 1620, 2100),
+    ("thank", 3300, 3560),
+    ("you", 3600, 3800),
+]
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def words_in_window(speech: list[tuple[str, float, float]], start: float, end: float) -> list[dict]:
+    """What a recognizer hears: words whose start is inside the window; the last one, still
+    being spoken at the window's end, comes out cut and misheard."""
+    heard = []
+    for word, w_start, w_end in speech:
+        if w_start < start or w_start >= end:
+            continue
+        if w_end > end:
+            heard.append({"word": word[:2] + "h", "start_ms": w_start, "end_ms": end, "confidence": 0.3})
+        else:
+            heard.append({"word": word, "start_ms": w_start, "end_ms": w_end, "confidence": 0.9})
+    return heard
+
+
+def hypothesis(session: str, seq: int, speech=SPEECH, is_final: bool = False, window_ms: float = WINDOW_MS) -> dict:
+    end = (seq + 1) * HOP_MS
+    start = max(0.0, end - window_ms)
+    return {
+        "session_id": session,
+        "hop_seq": seq,
+        "words": words_in_window(speech, start, end),
+        "window_start_ms": start,
+        "window_end_ms": end,
+        "is_final": is_final,
+        "first_capture_ts_ms": 1_795_000_000_000.0 + seq * HOP_MS,
+    }
+
+
+def run(stitcher: Stitcher, clock: FakeClock, hops, emit_interval_ms: float = 160.0) -> list[dict]:
+    transcripts = []
+    for hyp in hops:
+        transcripts.extend(stitcher.accept(hyp, emit_interval_ms).transcripts)
+        clock.now += HOP_MS
+    return transcripts
+
+
+def stream(session: str = "s1", hops: int = 30) -> list[dict]:
+    return [hypothesis(session, seq, is_final=seq == hops - 1) for seq in range(hops)]
+
+
+def final_words(transcripts: list[dict]) -> list[tuple[str, float]]:
+    return [(w["word"], w["start_ms"]) for t in transcripts if t["kind"] == "final" for w in t["words"]]
+
+
+def assert_committed_only_grows(transcripts: list[dict]) -> None:
+    """Within a segment each message's committed words extend the previous ones: nothing
+    committed is ever changed or sent again as new."""
+    previous: dict[int, list] = {}
+    for t in transcripts:
+        words = [(w["word"], w["start_ms"]) for w in t["words"]]
+        before = previous.get(t["segment"], [])
+        assert words[: len(before)] == before, (before, words)
+        previous[t["segment"]] = words
+
+
+def test_overlapping_windows_commit_each_word_once_in_order() -> None:
+    clock = FakeClock()
+    transcripts = run(Stitcher(clock=clock), clock, stream())
+    assert final_words(transcripts) == [(w, s) for w, s, _ in SPEECH]
+    assert_committed_only_grows(transcripts)
+    partials = {t["hop_seq"]: t for t in transcripts if t["kind"] == "partial"}
+    assert partials[5]["text"] == "turn the lih"  # the tail shows the newest guess at once
+    assert partials[8]["text"] == "turn the lights off in"
+    assert all("lih" not in t["committed_text"] for t in transcripts)
+
+
+def test_misheard_tail_is_shown_but_never_committed() -> None:
+    clock = FakeClock()
+    stitcher = Stitcher(clock=clock)
+    outcome = Outcome("applied")
+    for seq in range(4):  # window ends at 640 ms, inside "lights" (600-980)
+        outcome = stitcher.accept(hypothesis("s1", seq), 160)
+        clock.now += HOP_MS
+    (partial,) = outcome.transcripts
+    assert partial["tail_text"].endswith("lih")
+    assert "lih" not in partial["committed_text"]
+    assert partial["text"] == " ".join(t for t in (partial["committed_text"], partial["tail_text"]) if t)
+
+
+def test_endpoint_after_silence_closes_a_segment_with_word_times() -> None:
+    clock = FakeClock()
+    stitcher = Stitcher(clock=clock)
+    transcripts = run(stitcher, clock, [hypothesis("s1", seq) for seq in range(22)])
+    finals = [t for t in transcripts if t["kind"] == "final"]
+    assert len(finals) == 1
+    (first,) = finals
+    assert first["segment"] == 0
+    assert first["text"] == "turn the lights off in the kitchen"
+    assert first["tail_text"] == ""
+    assert [(w["start_ms"], w["end_ms"]) for w in first["words"]] == [(s, e) for _, s, e in SPEECH[:7]]
+    # "kitchen" ends at 2100: the first window ending >= 600 ms later is hop 16 (ends at 2720).
+    assert first["hop_seq"] == 16
+    later = [t for t in transcripts if t["hop_seq"] > 16]
+    assert later and all(t["segment"] == 1 for t in later)
+
+
+def test_final_hop_closes_the_last_segment_and_the_session() -> None:
+    clock = FakeClock()
+    stitcher = Stitcher(clock=clock)
+    transcripts = run(stitcher, clock, stream(hops=30))
+    finals = [t for t in transcripts if t["kind"] == "final"]
+    assert [(f["segment"], f["text"]) for f in finals] == [(0, "turn the lights off in the kitchen"), (1, "thank you")]
+    after = stitcher.accept(hypothesis("s1", 30), 160)
+    assert after.status == "closed" and not after.transcripts
+
+
+def test_final_hop_mid_word_commits_the_tail_as_heard() -> None:
+    clock = FakeClock()
+    transcripts = run(Stitcher(clock=clock), clock, [hypothesis("s1", seq, is_final=seq == 4) for seq in range(5)])
+    assert [t["kind"] for t in transcripts][-1] == "final"
+    assert transcripts[-1]["committed_text"] == "turn the lih"
+    assert transcripts[-1]["tail_text"] == ""
+
+
+def test_silent_stream_sends_no_partials_but_one_empty_final() -> None:
+    clock = FakeClock()
+    hops = [hypothesis("quiet", seq, speech=[], is_final=seq == 9) for seq in range(10)]
+    transcripts = run(Stitcher(clock=clock), clock, hops)
+    assert [(t["kind"], t["text"]) for t in transcripts] == [("final", "")]
+
+
+@pytest.mark.parametrize(("interval", "every_nth_hop"), [(160.0, 1), (320.0, 2)])
+def test_partials_follow_the_emit_interval(interval: float, every_nth_hop: int) -> None:
+    clock = FakeClock()
+    stitcher = Stitcher(clock=clock)
+    emitted_hops = []
+    for seq in range(1, 12):
+        outcome = stitcher.accept(hypothesis("s1", seq), interval)
+        emitted_hops += [t["hop_seq"] for t in outcome.transcripts if t["kind"] == "partial"]
+        clock.now += HOP_MS
+    assert emitted_hops == list(range(1, 12, every_nth_hop))
+
+
+def test_a_backlog_drained_at_once_does_not_flood_partials() -> None:
+    clock = FakeClock()
+    stitcher = Stitcher(clock=clock)
+    outcomes = [stitcher.accept(hypothesis("s1", seq), 160) for seq in range(1, 10)]  # clock stands still
+    assert sum(o.emitted for o in outcomes) == 1
+    clock.now += 80
+    assert stitcher.accept(hypothesis("s1", 10), 160).emitted
+
+
+def test_duplicate_and_out_of_order_hops_are_ignored() -> None:
+    clock = FakeClock()
+    stitcher = Stitcher(clock=clock)
+    run(stitcher, clock, [hypothesis("s1", seq) for seq in range(6)])
+    snapshot = stitcher.snapshot("s1")
+    duplicate = stitcher.accept(hypothesis("s1", 5), 160)
+    stale = stitcher.accept(hypothesis("s1", 3), 160)
+    assert (duplicate.status, stale.status) == ("duplicate", "stale")
+    assert not duplicate.transcripts and not stale.transcripts
+    assert "hop 3" in stale.reason and "hop 5" in stale.reason
+    assert stitcher.snapshot("s1") == snapshot
+
+
+def test_redelivered_and_reordered_stream_still_yields_each_word_once() -> None:
+    rng = random.Random(7)
+    hops = stream(hops=30)
+    delivered = []
+    for hyp in hops:
+        delivered.append(hyp)
+        if rng.random() < 0.3:
+            delivered.append(hyp)  # worker restart: processed twice
+        if delivered[-1]["hop_seq"] > 2 and rng.random() < 0.2:
+            delivered.append(hops[hyp["hop_seq"] - 2])  # an older hop arrives late
+    clock = FakeClock()
+    transcripts = run(Stitcher(clock=clock), clock, delivered)
+    assert final_words(transcripts) == [(w, s) for w, s, _ in SPEECH]
+    assert_committed_only_grows(transcripts)
+
+
+def test_skipped_hops_keep_tail_words_the_new_window_no_longer_covers() -> None:
+    clock = FakeClock()
+    stitcher = Stitcher(clock=clock)
+    stitcher.accept(hypothesis("s1", 3), 160)  # window 0-640: "turn the" + cut "lights"
+    clock.now += HOP_MS
+    # The worker fell behind and skipped to hop 15 (window 1280-2560): "turn the lights" left it.
+    outcome = stitcher.accept(hypothesis("s1", 15, is_final=True), 160)
+    (final,) = outcome.transcripts
+    assert final["committed_text"].startswith("turn the")
+    assert final["committed_text"].endswith("in the kitchen")
+    assert len(final["words"]) == len({w["start_ms"] for w in final["words"]})
+
+
+def test_a_committed_word_redecoded_with_shifted_timing_is_not_repeated() -> None:
+    clock = FakeClock()
+    stitcher = Stitcher(StitchingPolicy(stable_after_ms=0), clock=clock)
+    first = {**hypothesis("s1", 5, speech=[("hello", 200, 500)]), "window_start_ms": 0.0}
+    stitcher.accept(first, 160)
+    shifted = {
+        **first,
+        "hop_seq": 6,
+        "window_end_ms": first["window_end_ms"] + HOP_MS,
+        "words": [{"word": "Hello,", "start_ms": 330, "end_ms": 700, "confidence": 1}],
+    }
+    clock.now += HOP_MS
+    outcome = stitcher.accept(shifted, 160)
+    (partial,) = outcome.transcripts
+    assert partial["text"] == "hello"
+
+
+def test_invalid_input_comes_back_as_data() -> None:
+    stitcher = Stitcher(clock=FakeClock())
+    bad_window = {**hypothesis("s1", 0), "window_start_ms": 500.0, "window_end_ms": 100.0}
+    assert stitcher.accept(bad_window, 160).status == "invalid"
+    assert stitcher.accept({"hop_seq": 1}, 160).reason == "no session_id"
+    assert "missing" in stitcher.accept({"session_id": "s1"}, 160).reason
+    words = [
+        {"word": " ", "start_ms": 0.0, "end_ms": 10.0, "confidence": 1.0},
+        {"word": "late", "start_ms": 90.0, "end_ms": 10.0, "confidence": 1.0},
+        {"word": "nan", "start_ms": float("nan"), "end_ms": 10.0, "confidence": 1.0},
+        {"word": "ok", "start_ms": 10.0, "end_ms": 60.0, "confidence": 1.0},
+    ]
+    outcome = stitcher.accept({**hypothesis("s1", 0), "words": words, "is_final": True}, 160)
+    assert outcome.status == "applied" and outcome.dropped_words == 3
+    assert outcome.transcripts[0]["text"] == "ok"
+
+
+def test_state_survives_a_snapshot_round_trip_through_json() -> None:
+    hops = stream(hops=30)
+    clock = FakeClock()
+    uninterrupted = run(Stitcher(clock=clock), clock, hops)
+
+    clock = FakeClock()
+    first = Stitcher(clock=clock)
+    before = run(first, clock, hops[:12])
+    restored = Stitcher(clock=clock)
+    restored.restore(json.loads(json.dumps(first.snapshot("s1"))))
+    after = run(restored, clock, hops[11:])  # hop 11 again: a replay after the restart
+    assert before + after == uninterrupted
+
+
+def test_idle_sessions_get_a_final_and_closed_ones_are_forgotten() -> None:
+    clock = FakeClock()
+    policy = StitchingPolicy(idle_timeout_ms=5_000, closed_retention_ms=20_000)
+    stitcher = Stitcher(policy, clock=clock)
+    (*_, last_partial) = run(stitcher, clock, [hypothesis("s1", seq) for seq in range(5)])
+    clock.now += 4_000
+    assert stitcher.expire() == []
+    clock.now += 2_000
+    (final,) = stitcher.expire()
+    assert final["kind"] == "final" and final["committed_text"] == last_partial["text"] == "turn the lih"
+    assert stitcher.accept(hypothesis("s1", 6), 160).status == "closed"
+    clock.now += 20_000
+    assert stitcher.expire() == [] and "s1" not in stitcher
