@@ -1,0 +1,45 @@
+"""``hopline controller`` and ``hopline latency report``: the degradation loop and the analyst's view."""
+
+from __future__ import annotations
+
+import argparse
+
+from pipeline.cli import help_handler
+from pipeline.settings import Settings
+
+
+def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAction) -> None:
+    controller = commands.add_parser(
+        "controller",
+        help="consume latency events and publish degradation commands until SIGTERM",
+        description="Keeps sliding-window p50/p95 per latency component and walks the degradation ladder "
+        "(emit 160->320 ms, window 1.28->0.96 s, beam 4->2->1, admission closed) on queue_wait and e2e p95. "
+        "Thresholds: HOPLINE_CONTROLLER__*.",
+    )
+    controller.set_defaults(handler=_run_controller)
+
+    latency = commands.add_parser("latency", help="analyse the latency topic")
+    actions = latency.add_subparsers(dest="latency_action", metavar="ACTION")
+    report = actions.add_parser(
+        "report",
+        help="p50/p95 per component, batch sizes, the p95 driver and the controller's decisions",
+        description="Reads the latency and control topics from the beginning, keeps what happened within "
+        "--since, and prints the per-component breakdown.",
+    )
+    report.add_argument("--since", default=None, help="only the last SPAN, e.g. 90s, 10m, 2h (default: everything)")
+    report.add_argument("--plot", default=None, metavar="OUT.png", help="draw the breakdown over time to this file")
+    report.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
+    report.set_defaults(handler=_latency_report)
+    latency.set_defaults(handler=help_handler(latency))
+
+
+def _run_controller(args: argparse.Namespace, settings: Settings) -> int:
+    from pipeline.controller import run_controller
+
+    return run_controller(settings)
+
+
+def _latency_report(args: argparse.Namespace, settings: Settings) -> int:
+    from pipeline.report import run_report
+
+    return run_report(settings, since=args.since, plot=args.plot, as_json=args.json)
