@@ -113,9 +113,23 @@ class WorkerSettings(BaseModel):
 
 
 class AssemblerSettings(BaseModel):
+    """Stitching hypotheses into transcripts (see pipeline/stitching.py for the rules)."""
+
     emit_interval_ms: int = Field(160, gt=0, description="Partial emit cadence at full quality.")
     throttled_emit_interval_ms: int = Field(320, gt=0, description="Partial emit cadence when throttled.")
     endpoint_silence_ms: int = Field(600, gt=0, description="Silence that closes a final segment.")
+    agreement_tolerance_ms: float = Field(
+        200.0, gt=0, description="Two hops agree on a word when its start differs by at most this."
+    )
+    stable_after_ms: float = Field(
+        480.0, gt=0, description="A word that ended this long before the window's end is committed."
+    )
+    idle_timeout_s: float = Field(
+        45.0, gt=0, description="No hypothesis this long closes a session (longer than the windower's idle expiry)."
+    )
+    closed_retention_s: float = Field(
+        60.0, ge=0, description="A closed session is remembered this long to ignore late duplicates."
+    )
 
 
 class ControllerSettings(BaseModel):

@@ -160,6 +160,15 @@ class Outcome:
         return bool(self.transcripts)
 
 
+@dataclass
+class Expiry:
+    """What :meth:`Stitcher.expire` did: finals of idle sessions, sessions closed, sessions dropped."""
+
+    finals: list[Record] = field(default_factory=list)
+    closed: list[str] = field(default_factory=list)
+    forgotten: list[str] = field(default_factory=list)
+
+
 class Stitcher:
     """All sessions' stitching state; feed it hypotheses in arrival order."""
 
@@ -235,19 +244,26 @@ class Stitcher:
             state.last_emit_wall_ms = now
         return Outcome("applied", tuple(transcripts), dropped_words=dropped)
 
-    def expire(self) -> list[Record]:
-        """Close sessions idle for ``idle_timeout_ms`` (their final) and forget long-closed ones."""
+    def expire(self) -> Expiry:
+        """Close sessions idle for ``idle_timeout_ms`` (their final) and forget long-closed ones.
+
+        A closed session is remembered for ``closed_retention_ms`` so that late duplicates
+        of its hops are still recognised and ignored.
+        """
         now = self._clock()
-        finals = []
+        expiry = Expiry()
         for session_id, state in list(self._sessions.items()):
             idle = now - state.last_seen_wall_ms
             if state.closed:
                 if idle >= self.policy.closed_retention_ms:
                     del self._sessions[session_id]
+                    expiry.forgotten.append(session_id)
             elif idle >= self.policy.idle_timeout_ms:
-                finals.append(self._close(state, now, state.last_emit_stream_ms))
+                if self._has_words(state) or state.segment == 0:
+                    expiry.finals.append(self._close(state, now, state.last_emit_stream_ms))
                 state.closed = True
-        return finals
+                expiry.closed.append(session_id)
+        return expiry
 
     def _uncommitted(self, state: SessionState, words: list[Word], window_start: float) -> list[Word]:
         """The hypothesis' words beyond the horizon, minus fragments cut by the window's start."""

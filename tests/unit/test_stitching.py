@@ -3,7 +3,7 @@ import random
 
 import pytest
 
-from pipeline.stitching import Outcome, Stitcher, StitchingPolicy
+from pipeline.stitching import Expiry, Outcome, Stitcher, StitchingPolicy
 
 HOP_MS = 160.0
 WINDOW_MS = 1280.0
@@ -268,10 +268,13 @@ def test_idle_sessions_get_a_final_and_closed_ones_are_forgotten() -> None:
     stitcher = Stitcher(policy, clock=clock)
     (*_, last_partial) = run(stitcher, clock, [hypothesis("s1", seq) for seq in range(5)])
     clock.now += 4_000
-    assert stitcher.expire() == []
+    assert stitcher.expire() == Expiry()
     clock.now += 2_000
-    (final,) = stitcher.expire()
+    expiry = stitcher.expire()
+    (final,) = expiry.finals
     assert final["kind"] == "final" and final["committed_text"] == last_partial["text"] == "turn the lih"
+    assert expiry.closed == ["s1"] and not expiry.forgotten
     assert stitcher.accept(hypothesis("s1", 6), 160).status == "closed"
     clock.now += 20_000
-    assert stitcher.expire() == [] and "s1" not in stitcher
+    assert stitcher.expire() == Expiry(forgotten=["s1"])
+    assert "s1" not in stitcher
