@@ -1,0 +1,72 @@
+import json
+
+import pytest
+
+from pipeline import contracts
+from pipeline.cli import main
+from pipeline.control import ladder
+from pipeline.controller import command_record
+from pipeline.kafka import make_producer, now_ms
+from tests.conftest import SettingsFactory
+
+pytestmark = pytest.mark.integration
+
+
+def latency_event(ts_ms: float, queue_wait_ms: float, batch_size: int) -> bytes:
+    fixed = {"hop_buffer_ms": 160.0, "net_ms": 3.0, "batch_wait_ms": 4.0, "gpu_infer_ms": 40.0, "post_ms": 2.0}
+    return contracts.LATENCY.encode(
+        {
+            "session_id": f"s{batch_size}",
+            "hop_seq": 1,
+            "worker_id": "w1",
+            "event_ts_ms": ts_ms,
+            **fixed,
+            "queue_wait_ms": queue_wait_ms,
+            "e2e_ms": sum(fixed.values()) + queue_wait_ms,
+            "batch_size": batch_size,
+            "beam": 4,
+            "window_secs": 1.28,
+            "control_level": 0,
+            "emitted": True,
+        }
+    )
+
+
+def test_report_reads_the_topics_filters_by_since_and_plots(
+    make_settings: SettingsFactory, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path
+) -> None:
+    settings = make_settings()
+    for name, value in settings.to_env().items():
+        monkeypatch.setenv(name, value)
+    producer = make_producer(settings)
+    now = now_ms()
+    old = now - 30 * 60_000.0
+    for i in range(20):
+        producer.produce(settings.topics.latency, key=b"old", value=latency_event(old + i, 900.0, 8))
+    for i in range(40):
+        producer.produce(
+            settings.topics.latency, key=b"s", value=latency_event(now - 5000 + 100 * i, 10.0 * i, 1 + i % 2)
+        )
+    producer.produce(settings.topics.latency, key=b"s", value=b"garbage")
+    decision = command_record(
+        1, ladder(settings)[2], "queue_wait p95 130 ms > 120 ms", {"queue_wait_ms_p95": 130.0}, "global"
+    )
+    producer.produce(settings.topics.control, key=b"global", value=contracts.CONTROL.encode(decision))
+    producer.flush(5)
+
+    plot = tmp_path / "breakdown.png"
+    assert main(["latency", "report", "--since", "10m", "--json", "--plot", str(plot)]) == 0
+    figures = json.loads(capsys.readouterr().out)
+    assert figures["events"] == 40, "the 30-minute-old events are outside --since"
+    assert figures["batch_size_distribution"] == {"1": 20, "2": 20}
+    assert figures["queue_wait_ms_p50"] == pytest.approx(195.0)
+    assert figures["e2e_ms_p95"] == pytest.approx(209.0 + 370.5)
+    assert [d["level"] for d in figures["decisions"]] == [2]
+    assert figures["decisions"][0]["metrics"] == {"queue_wait_ms_p95": 130.0}
+    assert plot.read_bytes().startswith(b"\x89PNG")
+
+    assert main(["latency", "report"]) == 0
+    text = capsys.readouterr().out
+    assert "61 hops" not in text and "60 hops" in text
+    assert "skipped 1 unreadable latency events" in text
+    assert "level 2" in text
