@@ -44,7 +44,7 @@ class Pending(Generic[T]):
     seq: int
     is_final: bool
     item: T
-    received_at: float = 0.0
+    received_at: float | None = None
     skipped_before: int = 0
     future: Future[Any] = field(default_factory=Future, repr=False)
 
@@ -76,6 +76,12 @@ class Batch(Generic[T]):
     @property
     def items(self) -> list[T]:
         return [entry.item for entry in self.entries]
+
+
+def _received(pending: Pending[T]) -> float:
+    if pending.received_at is None:
+        raise ValueError("hop was never offered")
+    return pending.received_at
 
 
 class BatchPolicy(Generic[T]):
@@ -110,8 +116,9 @@ class BatchPolicy(Generic[T]):
         return self._in_flight
 
     def offer(self, pending: Pending[T]) -> list[Pending[T]]:
-        """Queue a hop; returns the hops it made superseded (skipped, no longer waiting)."""
-        pending.received_at = self.clock()
+        """Queue a hop (stamped now unless it carries its receipt time); returns the hops it made superseded."""
+        if pending.received_at is None:
+            pending.received_at = self.clock()
         if not self.coalesce_stale:
             self._waiting.append(pending)
             return []
@@ -143,9 +150,9 @@ class BatchPolicy(Generic[T]):
 
     def _close_time(self, chosen: Sequence[Pending[T]]) -> float:
         """When the forming batch closes by policy: full, or its first hop's deadline."""
-        deadline = chosen[0].received_at + self.max_latency_s
+        deadline = _received(chosen[0]) + self.max_latency_s
         if len(chosen) == self.max_batch_size:
-            return min(deadline, chosen[-1].received_at)
+            return min(deadline, _received(chosen[-1]))
         return deadline
 
     def seconds_until_ready(self) -> float | None:
@@ -171,8 +178,8 @@ class BatchPolicy(Generic[T]):
                 item=p.item,
                 session_id=p.session_id,
                 seq=p.seq,
-                received_at=p.received_at,
-                closed_at=max(p.received_at, close_time),
+                received_at=_received(p),
+                closed_at=max(_received(p), close_time),
                 skipped_before=p.skipped_before,
                 future=p.future,
             )
@@ -215,8 +222,11 @@ class MicroBatcher(Generic[T, R]):
         with self._cond:
             return self._policy.depth
 
-    def submit(self, session_id: str, seq: int, is_final: bool, item: T) -> Future[R]:
-        pending: Pending[T] = Pending(session_id=session_id, seq=seq, is_final=is_final, item=item)
+    def submit(self, session_id: str, seq: int, is_final: bool, item: T, received_at: float | None = None) -> Future[R]:
+        """Queue one hop; ``received_at`` (policy clock) is when it really arrived, if earlier than now."""
+        pending: Pending[T] = Pending(
+            session_id=session_id, seq=seq, is_final=is_final, item=item, received_at=received_at
+        )
         with self._cond:
             if self._closing:
                 raise RuntimeError("batcher is closed")
