@@ -19,7 +19,7 @@ from pipeline.errors import CliError, Shutdown
 from pipeline.settings import Settings
 
 #: Modules exposing ``register(commands, bench)``; each adds its role's sub-commands.
-COMMAND_MODULES = ("pipeline.cli_infra", "pipeline.cli_control", "workers.cli")
+COMMAND_MODULES = ("pipeline.cli_infra", "pipeline.cli_control", "pipeline.cli_assembler", "workers.cli")
 
 Handler = Callable[[argparse.Namespace, Settings], int | None]
 
