@@ -19,7 +19,13 @@ from pipeline.errors import CliError, Shutdown
 from pipeline.settings import Settings
 
 #: Modules exposing ``register(commands, bench)``; each adds its role's sub-commands.
-COMMAND_MODULES = ("pipeline.cli_infra", "pipeline.cli_control", "pipeline.cli_assembler", "workers.cli")
+COMMAND_MODULES = (
+    "pipeline.cli_infra",
+    "pipeline.cli_control",
+    "pipeline.cli_assembler",
+    "workers.cli",
+    "pipeline.cli_demo",
+)
 
 Handler = Callable[[argparse.Namespace, Settings], int | None]
 

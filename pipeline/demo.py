@@ -1,0 +1,534 @@
+"""``hopline demo``: the whole pipeline on the embedded broker, N live sessions, then the report.
+
+Starts Tansu in-process, creates the topics, runs windower, worker, assembler and
+controller as child processes (:class:`~pipeline.supervisor.ServiceProcess`), streams the
+bundled sample utterances as concurrent real-time sessions (some as 8 kHz mu-law, like phone
+calls), follows the transcripts as a client would (measuring delivery), prints a progress
+line every second, and ends with the latency report, example transcripts against their
+reference text with WER, and each service's exit code after SIGTERM.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import threading
+import time
+import uuid
+import wave
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, TextIO
+
+import numpy as np
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+from pipeline import contracts
+from pipeline.broker import EmbeddedBroker
+from pipeline.control import ControlFollower
+from pipeline.control_policy import percentile
+from pipeline.errors import CliError
+from pipeline.kafka import consumer_config, create_topics, now_ms
+from pipeline.report import LatencyReport, build_report, format_report, read_decisions, read_events
+from pipeline.settings import Settings
+from pipeline.supervisor import ServiceFailed, ServiceProcess
+from pipeline.wer import word_errors
+
+log = logging.getLogger(__name__)
+
+SAMPLES_DIR = Path(__file__).resolve().parent.parent / "samples"
+MODEL_RATE = 16000
+#: Silence between utterances of one session: longer than the endpoint so each gets a final.
+GAP_S = 1.0
+#: Every PHONE_EVERY-th session is sent as 8 kHz mu-law, like a telephony gateway would.
+PHONE_EVERY = 5
+#: Queue-wait and e2e figures "after settling" leave out the first SETTLE_S seconds of a run.
+SETTLE_S = 10.0
+
+
+@dataclass(frozen=True)
+class Utterance:
+    audio: np.ndarray  # int16, 16 kHz mono
+    text: str
+    name: str
+
+    @property
+    def seconds(self) -> float:
+        return len(self.audio) / MODEL_RATE
+
+
+@dataclass(frozen=True)
+class SessionPlan:
+    """One demo session: a playlist of utterances with gaps, and how it is encoded on the wire."""
+
+    session_id: str
+    utterances: tuple[Utterance, ...]
+    codec: str
+    sample_rate: int
+
+    @property
+    def reference(self) -> str:
+        return " ".join(u.text for u in self.utterances)
+
+    def audio(self) -> np.ndarray:
+        """int16 mono at 16 kHz: the utterances with GAP_S of silence after each."""
+        gap = np.zeros(int(GAP_S * MODEL_RATE), dtype=np.int16)
+        return np.concatenate([part for u in self.utterances for part in (u.audio, gap)])
+
+
+def read_wav(path: Path) -> np.ndarray:
+    """A 16-bit mono WAV file as int16 at 16 kHz."""
+    try:
+        with wave.open(str(path), "rb") as wav:
+            if wav.getsampwidth() != 2 or wav.getnchannels() != 1:
+                raise CliError(f"{path}: need 16-bit mono WAV")
+            rate = wav.getframerate()
+            audio = np.frombuffer(wav.readframes(wav.getnframes()), dtype="<i2").astype(np.int16)
+    except (OSError, wave.Error, EOFError) as exc:
+        raise CliError(f"cannot read {path}: {exc}") from exc
+    if rate != MODEL_RATE:
+        positions = np.arange(int(len(audio) * MODEL_RATE / rate)) * rate / MODEL_RATE
+        audio = np.interp(positions, np.arange(len(audio)), audio).astype(np.int16)
+    return audio
+
+
+def load_samples(directory: Path = SAMPLES_DIR) -> list[Utterance]:
+    """The bundled utterances listed in ``samples/manifest.json`` with their reference text."""
+    manifest_path = directory / "manifest.json"
+    if not manifest_path.exists():
+        raise CliError(f"no {manifest_path}: the demo streams the bundled samples")
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except (OSError, ValueError) as exc:
+        raise CliError(f"cannot read {manifest_path}: {exc}") from exc
+    entries = manifest.get("samples", manifest) if isinstance(manifest, dict) else manifest
+    utterances = []
+    for entry in entries:
+        file_name = entry.get("file") or entry.get("path") or entry.get("wav")
+        text = entry.get("text") or entry.get("reference")
+        if not file_name or text is None:
+            raise CliError(f"{manifest_path}: entry without file or text: {entry}")
+        utterances.append(Utterance(read_wav(directory / file_name), str(text), str(file_name)))
+    if not utterances:
+        raise CliError(f"{manifest_path} lists no samples")
+    return utterances
+
+
+def plan_sessions(
+    samples: Sequence[Utterance], sessions: int, duration_s: float | None, run_id: str
+) -> list[SessionPlan]:
+    """Session i plays the samples from i on, round robin, until ``duration_s`` (one utterance at least)."""
+    plans = []
+    for index in range(sessions):
+        playlist: list[Utterance] = []
+        seconds = 0.0
+        position = index
+        while not playlist or (duration_s is not None and seconds < duration_s):
+            utterance = samples[position % len(samples)]
+            playlist.append(utterance)
+            seconds += utterance.seconds + GAP_S
+            position += 1
+            if duration_s is None:
+                break
+        phone = index % PHONE_EVERY == PHONE_EVERY - 1
+        plans.append(
+            SessionPlan(
+                session_id=f"{run_id}-s{index:02d}",
+                utterances=tuple(playlist),
+                codec="mulaw" if phone else "pcm16",
+                sample_rate=8000 if phone else MODEL_RATE,
+            )
+        )
+    return plans
+
+
+@dataclass
+class SessionOutcome:
+    finals: dict[int, str] = field(default_factory=dict)
+    partials: int = 0
+
+
+class TranscriptClient:
+    """Follows the transcripts and latency topics like a downstream client; thread-safe snapshots.
+
+    Measures delivery (egress: published -> received here) and keeps every session's final
+    segments (one per segment number, so a repeated final after a restart counts once).
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._consumer = Consumer(consumer_config(settings, group_id=f"{settings.app_id}-demo-client"))
+        topics = [settings.topics.transcripts, settings.topics.latency]
+        assignment = []
+        for topic in topics:
+            partitions = self._consumer.list_topics(topic, timeout=10).topics[topic].partitions
+            assignment += [TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions]
+        self._consumer.assign(assignment)
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self.sessions: dict[str, SessionOutcome] = {}
+        self.egress_ms: list[float] = []
+        self.delivered_e2e_ms: list[float] = []
+        self.latency: list[tuple[float, float, float]] = []  # (event_ts_ms, e2e_ms, queue_wait_ms)
+        self.last_message_s = time.monotonic()
+        self._thread = threading.Thread(target=self._run, name="demo-client", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            message = self._consumer.poll(0.05)
+            if message is None or message.error() is not None:
+                continue
+            received = now_ms()
+            with self._lock:
+                self.last_message_s = time.monotonic()
+                if message.topic() == self._settings.topics.latency:
+                    self._take_latency(message.value())
+                else:
+                    self._take_transcript(message.value(), received)
+
+    def _take_latency(self, value: bytes | None) -> None:
+        try:
+            event = contracts.LATENCY.decode(value)
+        except contracts.ContractError:
+            return
+        self.latency.append((event["event_ts_ms"], event["e2e_ms"], event["queue_wait_ms"]))
+
+    def _take_transcript(self, value: bytes | None, received_ms: float) -> None:
+        try:
+            transcript = contracts.TRANSCRIPT.decode(value)
+        except contracts.ContractError:
+            return
+        outcome = self.sessions.setdefault(transcript["session_id"], SessionOutcome())
+        self.egress_ms.append(received_ms - transcript["published_ts_ms"])
+        self.delivered_e2e_ms.append(received_ms - transcript["first_capture_ts_ms"])
+        if transcript["kind"] == "final":
+            outcome.finals[transcript["segment"]] = transcript["text"]
+        else:
+            outcome.partials += 1
+
+    def progress(self, recent_s: float = 10.0) -> tuple[int, float, float]:
+        """(hops so far, e2e p95 and queue_wait p95 over the last ``recent_s``)."""
+        horizon = now_ms() - recent_s * 1000.0
+        with self._lock:
+            recent = [(e2e, qw) for ts, e2e, qw in self.latency if ts >= horizon]
+            hops = len(self.latency)
+        return hops, percentile([r[0] for r in recent], 95), percentile([r[1] for r in recent], 95)
+
+    def transcript(self, session_id: str) -> str:
+        with self._lock:
+            outcome = self.sessions.get(session_id)
+            return " ".join(outcome.finals[k] for k in sorted(outcome.finals)) if outcome else ""
+
+    def quiet_for(self) -> float:
+        with self._lock:
+            return time.monotonic() - self.last_message_s
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(2.0)
+        self._consumer.close()
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    sessions: int = 10
+    duration_s: float | None = None
+    slowdown: float = 1.0
+    controller: bool = True
+    samples_dir: Path = SAMPLES_DIR
+    ready_timeout_s: float = 180.0
+
+
+@dataclass
+class DemoResult:
+    options: RunOptions
+    report: LatencyReport
+    settled: dict[str, float | None]
+    egress_ms_p50: float
+    egress_ms_p95: float
+    wer: float
+    examples: list[tuple[str, str, str, float]]  # session, reference, hypothesis, WER
+    exit_codes: dict[str, int | None]
+    streamed_s: float
+
+    def figures(self) -> dict[str, Any]:
+        figures = self.report.figures()
+        levels = [int(d["level"]) for d in self.report.decisions]
+        figures.update(
+            {
+                "sessions": self.options.sessions,
+                "slowdown": self.options.slowdown,
+                "controller": self.options.controller,
+                "wer": round(self.wer, 4),
+                "egress_ms_p50": _rounded(self.egress_ms_p50),
+                "egress_ms_p95": _rounded(self.egress_ms_p95),
+                "max_level": max(levels, default=0),
+                "final_level": levels[-1] if levels else 0,
+                "streamed_s": round(self.streamed_s, 1),
+                "exit_codes": self.exit_codes,
+                **{f"settled_{key}": value for key, value in self.settled.items()},
+            }
+        )
+        return figures
+
+
+def _rounded(value: float) -> float | None:
+    return None if value != value else round(value, 2)
+
+
+def _status(stream: TextIO) -> Callable[[str], None]:
+    def say(line: str) -> None:
+        print(line, file=stream, flush=True)
+
+    return say
+
+
+@contextmanager
+def running_services(
+    settings: Settings, options: RunOptions, say: Callable[[str], None]
+) -> Iterator[dict[str, ServiceProcess]]:
+    """Start the services in pipeline order, wait until each is ready; SIGTERM them all on the way out."""
+    roles = ["windower", "worker", "assembler"] + (["controller"] if options.controller else [])
+    services: dict[str, ServiceProcess] = {}
+    try:
+        for role in roles:
+            services[role] = ServiceProcess(settings, role)
+        for role, service in services.items():
+            started = time.monotonic()
+            service.wait_ready(options.ready_timeout_s)
+            say(f"  {role} ready ({time.monotonic() - started:.1f} s)")
+        yield services
+    finally:
+        for role, service in services.items():
+            try:
+                service.terminate(30.0)
+            except ServiceFailed:
+                say(f"  {role} ignored SIGTERM and was killed")
+
+
+def stream_sessions(settings: Settings, plans: Sequence[SessionPlan], stop: threading.Event) -> None:
+    """Stream every plan concurrently in real time through the audio producer library."""
+    from pipeline.producer import AudioProducer
+
+    producer = AudioProducer(settings)
+    try:
+        producer.stream_many(
+            [(plan.session_id, plan.audio(), plan.codec, plan.sample_rate) for plan in plans],
+            realtime=True,
+            stop=stop,
+        )
+    finally:
+        producer.close()
+
+
+def run_demo(settings: Settings, options: RunOptions, say: Callable[[str], None] | None = None) -> DemoResult:
+    """One full run on a fresh embedded broker; returns the figures (the caller prints them)."""
+    say = say or _status(sys.stderr)
+    samples = load_samples(options.samples_dir)
+    run_id = uuid.uuid4().hex[:6]
+    plans = plan_sessions(samples, options.sessions, options.duration_s, run_id)
+    settings = settings.model_copy(deep=True)
+    settings.worker.fault_slowdown = options.slowdown
+    with EmbeddedBroker(settings.broker.host, 0, settings.broker.start_timeout_s) as broker:
+        settings.kafka.bootstrap_servers = broker.bootstrap_servers
+        settings.topics.prefix = f"demo{run_id}"
+        create_topics(settings)
+        say(
+            f"hopline demo: broker {broker.bootstrap_servers}, {len(plans)} sessions "
+            f"({sum(p.codec == 'mulaw' for p in plans)} as 8 kHz mu-law), slowdown {options.slowdown:g}x, "
+            f"controller {'on' if options.controller else 'off'}"
+        )
+        client = TranscriptClient(settings)
+        follower = ControlFollower(settings).start()
+        exit_codes: dict[str, int | None] = {}
+        try:
+            with running_services(settings, options, say) as services:
+                streamed_s, stream_start_ms = _stream_with_progress(settings, plans, client, follower, services, say)
+                _drain(client, say)
+            exit_codes = {role: service.process.returncode for role, service in services.items()}
+        finally:
+            follower.close()
+            client.close()
+        events, invalid = read_events(settings, None)
+        report = build_report(events, read_decisions(settings, None), invalid)
+        return _result(options, report, events, client, plans, exit_codes, streamed_s, stream_start_ms)
+
+
+def _stream_with_progress(
+    settings: Settings,
+    plans: Sequence[SessionPlan],
+    client: TranscriptClient,
+    follower: ControlFollower,
+    services: dict[str, ServiceProcess],
+    say: Callable[[str], None],
+) -> tuple[float, float]:
+    stop = threading.Event()
+    failure: list[BaseException] = []
+
+    def produce() -> None:
+        try:
+            stream_sessions(settings, plans, stop)
+        except Exception as exc:
+            failure.append(exc)
+
+    longest = max(len(p.audio()) for p in plans) / MODEL_RATE
+    say(f"streaming {len(plans)} sessions of up to {longest:.1f} s in real time")
+    start_ms = now_ms()
+    started = time.monotonic()
+    streamer = threading.Thread(target=produce, name="demo-producer", daemon=True)
+    streamer.start()
+    try:
+        while streamer.is_alive():
+            streamer.join(1.0)
+            for role, service in services.items():
+                if not service.running:
+                    raise CliError(f"{role} exited with {service.process.returncode}: {service.lines[-1:]}")
+            hops, e2e_p95, queue_p95 = client.progress()
+            knobs = follower.knobs
+            say(
+                f"  t={time.monotonic() - started:5.1f}s sessions {len(plans)} hops {hops} "
+                f"e2e p95 {e2e_p95:.0f} ms queue_wait p95 {queue_p95:.0f} ms (last 10 s) "
+                f"level {knobs.level} (window {knobs.window_secs:g} s, beam {knobs.beam})"
+            )
+    finally:
+        stop.set()
+        streamer.join(5.0)
+    if failure:
+        raise CliError(f"streaming failed: {failure[0]}")
+    return time.monotonic() - started, start_ms
+
+
+def _drain(client: TranscriptClient, say: Callable[[str], None], quiet_s: float = 2.0, limit_s: float = 30.0) -> None:
+    """Let the last hops through: wait until the output topics are quiet for ``quiet_s``."""
+    deadline = time.monotonic() + limit_s
+    while client.quiet_for() < quiet_s and time.monotonic() < deadline:
+        time.sleep(0.2)
+    say(f"streams ended; output quiet for {client.quiet_for():.1f} s")
+
+
+def _result(
+    options: RunOptions,
+    report: LatencyReport,
+    events: Sequence[contracts.Record],
+    client: TranscriptClient,
+    plans: Sequence[SessionPlan],
+    exit_codes: dict[str, int | None],
+    streamed_s: float,
+    stream_start_ms: float,
+) -> DemoResult:
+    settled_from = stream_start_ms + SETTLE_S * 1000.0
+    settled = [e for e in events if e["event_ts_ms"] >= settled_from]
+    settled_figures: dict[str, float | None] = {
+        "events": float(len(settled)),
+        "queue_wait_ms_p95": _rounded(percentile([e["queue_wait_ms"] for e in settled], 95)),
+        "e2e_ms_p95": _rounded(percentile([e["e2e_ms"] for e in settled], 95)),
+    }
+    total_errors = total_words = 0
+    examples = []
+    for plan in plans:
+        hypothesis = client.transcript(plan.session_id)
+        errors, words = word_errors(plan.reference, hypothesis)
+        total_errors += errors
+        total_words += words
+        examples.append((plan.session_id, plan.reference, hypothesis, errors / words if words else 0.0))
+    return DemoResult(
+        options=options,
+        report=report,
+        settled=settled_figures,
+        egress_ms_p50=percentile(client.egress_ms, 50),
+        egress_ms_p95=percentile(client.egress_ms, 95),
+        wer=total_errors / total_words if total_words else 0.0,
+        examples=examples,
+        exit_codes=exit_codes,
+        streamed_s=streamed_s,
+    )
+
+
+def format_result(result: DemoResult, examples: int = 4) -> str:
+    lines = [format_report(result.report)]
+    lines.append(
+        f"delivery to the client (egress): p50 {result.egress_ms_p50:.1f} ms, p95 {result.egress_ms_p95:.1f} ms"
+    )
+    settled = result.settled
+    if settled["events"]:
+        lines.append(
+            f"after the first {SETTLE_S:.0f} s: queue_wait p95 {settled['queue_wait_ms_p95']} ms, "
+            f"e2e p95 {settled['e2e_ms_p95']} ms ({settled['events']:.0f} hops)"
+        )
+    lines.append(f"transcripts (WER over all {len(result.examples)} sessions: {100 * result.wer:.1f}%):")
+    for session, reference, hypothesis, session_wer in result.examples[:examples]:
+        lines.append(f"  {session}  WER {100 * session_wer:.0f}%")
+        lines.append(f"    reference : {reference}")
+        lines.append(f"    transcript: {hypothesis}")
+    codes = ", ".join(f"{role} {code}" for role, code in result.exit_codes.items())
+    lines.append(f"services stopped with SIGTERM: {codes}")
+    return "\n".join(lines)
+
+
+COMPARED = (
+    ("e2e p50 ms", "e2e_ms_p50"),
+    ("e2e p95 ms", "e2e_ms_p95"),
+    ("queue_wait p95 ms", "queue_wait_ms_p95"),
+    ("gpu_infer p95 ms", "gpu_infer_ms_p95"),
+    (f"queue_wait p95 after {SETTLE_S:.0f} s", "settled_queue_wait_ms_p95"),
+    (f"e2e p95 after {SETTLE_S:.0f} s", "settled_e2e_ms_p95"),
+    ("max level", "max_level"),
+    ("decisions", "decision_count"),
+    ("WER", "wer"),
+)
+
+
+def format_comparison(with_controller: DemoResult, without: DemoResult) -> str:
+    left, right = with_controller.figures(), without.figures()
+    for figures in (left, right):
+        figures["decision_count"] = len(figures["decisions"])
+    lines = [
+        f"slowdown {with_controller.options.slowdown:g}x, {with_controller.options.sessions} sessions",
+        f"{'':<28}{'controller':>14}{'no controller':>16}",
+    ]
+    for label, key in COMPARED:
+        lines.append(f"{label:<28}{_cell(left[key]):>14}{_cell(right[key]):>16}")
+    return "\n".join(lines)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.3f}" if value < 1 else f"{value:.1f}"
+    return str(value)
+
+
+def run_demo_command(
+    settings: Settings,
+    sessions: int,
+    duration_s: float | None,
+    slowdown: float,
+    controller: bool,
+    compare_slowdown: float | None,
+    as_json: bool,
+) -> int:
+    if sessions < 1:
+        raise CliError("--sessions must be at least 1")
+    if duration_s is not None and duration_s <= 0:
+        raise CliError("--duration must be positive")
+    if slowdown < 1 or (compare_slowdown is not None and compare_slowdown < 1):
+        raise CliError("slowdown factors are at least 1")
+    options = RunOptions(sessions=sessions, duration_s=duration_s, slowdown=slowdown, controller=controller)
+    if compare_slowdown is not None:
+        runs = [
+            run_demo(settings, replace(options, slowdown=compare_slowdown, controller=with_controller))
+            for with_controller in (True, False)
+        ]
+        if as_json:
+            print(json.dumps({"controller": runs[0].figures(), "no_controller": runs[1].figures()}))
+        else:
+            print(format_comparison(runs[0], runs[1]))
+        return 0
+    result = run_demo(settings, options)
+    print(json.dumps(result.figures()) if as_json else format_result(result))
+    return 0
