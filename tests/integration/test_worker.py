@@ -1,0 +1,198 @@
+"""``hopline worker`` as a real child process, with the real recognizer, against the real broker."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+from pipeline import contracts
+from pipeline.kafka import consumer_config, make_producer
+from pipeline.settings import Settings, WorkerSettings
+from tests.conftest import SettingsFactory
+from tests.services import ServiceProcess
+from workers.bench import feed_sessions, speech_stream
+
+pytestmark = pytest.mark.integration
+
+WORKER_READY_S = 180.0
+COLLECT_TIMEOUT_S = 90.0
+
+
+@pytest.fixture(scope="module")
+def speech() -> np.ndarray:
+    stream, _source = speech_stream(16000)
+    return stream
+
+
+class TopicReader:
+    """Everything on a topic from the beginning, collected on a background thread."""
+
+    def __init__(self, settings: Settings, topic: str, contract: contracts.Contract) -> None:
+        self._consumer = Consumer(consumer_config(settings, f"{settings.app_id}-test-{topic}"))
+        partitions = self._consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        self._consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
+        self._contract = contract
+        self.records: list[contracts.Record] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            message = self._consumer.poll(0.1)
+            if message is not None and message.error() is None:
+                self.records.append(self._contract.decode(message.value()))
+
+    def wait_for(self, done: Callable[[list[contracts.Record]], bool], timeout_s: float = COLLECT_TIMEOUT_S) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not done(list(self.records)):
+            assert time.monotonic() < deadline, f"timed out with {len(self.records)} records"
+            time.sleep(0.1)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(2.0)
+        self._consumer.close()
+
+
+def hops_accounted(records: list[contracts.Record]) -> int:
+    return len(records) + sum(r["skipped_before"] for r in records)
+
+
+def end_offsets(settings: Settings, topic: str) -> dict[int, int]:
+    """Per partition, one past its last record, read to end-of-partition (Tansu's watermarks can lag)."""
+    reader = Consumer(consumer_config(settings, f"{settings.app_id}-test-end", **{"enable.partition.eof": True}))
+    try:
+        partitions = reader.list_topics(topic, timeout=10).topics[topic].partitions
+        reader.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
+        ends = dict.fromkeys(partitions, 0)
+        at_end: set[int] = set()
+        deadline = time.monotonic() + 30
+        while len(at_end) < len(partitions) and time.monotonic() < deadline:
+            message = reader.poll(0.2)
+            if message is None:
+                continue
+            partition = message.partition() or 0
+            if message.error() is not None:
+                at_end.add(partition)
+            else:
+                ends[partition] = (message.offset() or 0) + 1
+        return ends
+    finally:
+        reader.close()
+
+
+def committed_offsets(settings: Settings) -> dict[int, int]:
+    topic = settings.topics.hops
+    probe = Consumer(consumer_config(settings, f"{settings.app_id}-worker"))
+    try:
+        partitions = probe.list_topics(topic, timeout=10).topics[topic].partitions
+        committed = probe.committed([TopicPartition(topic, p) for p in partitions], timeout=10)
+        return {tp.partition: max(tp.offset, 0) for tp in committed}
+    finally:
+        probe.close()
+
+
+def test_hops_in_hypotheses_out_with_timestamps_that_add_up(make_settings: SettingsFactory, speech: np.ndarray) -> None:
+    settings = make_settings(partitions=3, worker=WorkerSettings(max_latency_ms=20.0, max_batch_size=4))
+    hypotheses = TopicReader(settings, settings.topics.hypotheses, contracts.HYPOTHESIS)
+    dead_letters = TopicReader(settings, settings.topics.dead_letter(settings.topics.hops), contracts.DEAD_LETTER)
+    try:
+        with ServiceProcess(settings, "worker") as worker:
+            worker.wait_ready(WORKER_READY_S)
+            producer = make_producer(settings)
+            producer.produce(settings.topics.hops, key="junk", value=b"not avro at all")
+            wrong_rate = {
+                "session_id": "wrong-rate",
+                "hop_seq": 0,
+                "first_capture_ts_ms": 1.0,
+                "ready_ts_ms": 2.0,
+                "published_ts_ms": 3.0,
+                "sample_rate": 8000,
+                "audio": b"\x00\x00" * 800,
+                "window_start_sample": 0,
+                "window_secs": 0.1,
+                "gap_frames": 0,
+                "duplicate_frames": 0,
+                "is_final": True,
+                "control_level": 0,
+            }
+            producer.produce(settings.topics.hops, key="wrong-rate", value=contracts.HOP.encode(wrong_rate))
+            producer.flush(10)
+            sent = feed_sessions(settings, speech, "s-", sessions=4, duration_s=1.6, seed=3)
+            hypotheses.wait_for(lambda records: hops_accounted(records) >= sent)
+            dead_letters.wait_for(lambda records: len(records) >= 2)
+            assert worker.terminate() == 0
+        assert committed_offsets(settings) == end_offsets(settings, settings.topics.hops)
+    finally:
+        hypotheses.close()
+        dead_letters.close()
+
+    records = hypotheses.records
+    assert hops_accounted(records) == sent
+    assert {r["session_id"] for r in records} == {f"s-{i:03d}" for i in range(4)}
+    assert sum(r["is_final"] for r in records) == 4, "every session's final hop is processed, never skipped"
+    assert any(r["words"] for r in records), "real speech gives words"
+    max_latency_ms = settings.worker.max_latency_ms
+    for r in records:
+        stamps = [
+            r["first_capture_ts_ms"],
+            r["ready_ts_ms"],
+            r["hop_published_ts_ms"],
+            r["received_ts_ms"],
+            r["batch_closed_ts_ms"],
+            r["infer_start_ts_ms"],
+            r["infer_end_ts_ms"],
+        ]
+        assert stamps == sorted(stamps), f"timestamps out of order: {r}"
+        hop_buffer = r["ready_ts_ms"] - r["first_capture_ts_ms"]
+        net = r["hop_published_ts_ms"] - r["ready_ts_ms"]
+        queue_wait = (r["received_ts_ms"] - r["hop_published_ts_ms"]) + (
+            r["infer_start_ts_ms"] - r["batch_closed_ts_ms"]
+        )
+        batch_wait = r["batch_closed_ts_ms"] - r["received_ts_ms"]
+        gpu_infer = r["infer_end_ts_ms"] - r["infer_start_ts_ms"]
+        assert min(hop_buffer, net, queue_wait, batch_wait, gpu_infer) >= 0
+        assert hop_buffer + net + queue_wait + batch_wait + gpu_infer == pytest.approx(
+            r["infer_end_ts_ms"] - r["first_capture_ts_ms"]
+        )
+        assert batch_wait <= max_latency_ms + 1e-6, "the latency cap bounds every hop's batch wait"
+        assert 1 <= r["batch_size"] <= 4
+        assert r["beam"] == settings.worker.beam
+        for word in r["words"]:
+            assert r["window_start_ms"] <= word["start_ms"] <= word["end_ms"] <= r["window_end_ms"] + 1e-6
+    reasons = sorted(d["reason"] for d in dead_letters.records)
+    assert any("not an Avro single-object message" in reason for reason in reasons)
+    assert any("sample_rate 8000" in reason for reason in reasons)
+
+
+def test_worker_killed_mid_stream_loses_no_hop(make_settings: SettingsFactory, speech: np.ndarray) -> None:
+    settings = make_settings(partitions=3, worker=WorkerSettings(coalesce_stale_hops=False))
+    hypotheses = TopicReader(settings, settings.topics.hypotheses, contracts.HYPOTHESIS)
+    sent: list[int] = []
+    try:
+        with ServiceProcess(settings, "worker") as first:
+            first.wait_ready(WORKER_READY_S)
+            feeder = threading.Thread(
+                target=lambda: sent.append(feed_sessions(settings, speech, "k-", sessions=3, duration_s=3.2, seed=5))
+            )
+            feeder.start()
+            hypotheses.wait_for(lambda records: len(records) >= 10)
+            first.kill()
+        with ServiceProcess(settings, "worker") as second:
+            second.wait_ready(WORKER_READY_S)
+            feeder.join()
+            expected = {(f"k-{i:03d}", seq) for i in range(3) for seq in range(20)}
+            hypotheses.wait_for(lambda records: expected <= {(r["session_id"], r["hop_seq"]) for r in records})
+            assert second.terminate() == 0
+    finally:
+        hypotheses.close()
+    assert sent == [60]
+    seen = {(r["session_id"], r["hop_seq"]) for r in hypotheses.records}
+    assert seen == expected
+    assert len({r["worker_id"] for r in hypotheses.records}) == 2
