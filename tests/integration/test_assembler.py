@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import time
 from collections import defaultdict
+from collections.abc import Callable
 
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
@@ -141,3 +142,55 @@ def test_assembler_turns_redelivered_hypotheses_into_transcripts_and_latency_eve
 
     assert [d["value"] for d in dead] == [b"not a hypothesis"]
     assert dead[0]["service"] == "assembler" and "Avro" in dead[0]["reason"]
+
+
+def test_a_killed_assembler_resumes_from_its_table_without_repeating_words(make_settings: SettingsFactory) -> None:
+    settings = make_settings(partitions=2)
+    topics = settings.topics
+    session = "s-call"
+    producer = make_producer(settings)
+
+    def send(hops: range) -> None:
+        for seq in hops:
+            value = contracts.HYPOTHESIS.encode(hypothesis(session, seq))
+            producer.produce(topics.hypotheses, key=session.encode(), value=value)
+            producer.flush(5)
+            time.sleep(HOP_MS / 1000.0)
+
+    consumer = reader(settings, [topics.transcripts, topics.latency])
+    transcripts: list[dict] = []
+    latency: list[dict] = []
+
+    def collect_until(done: Callable[[], bool]) -> None:
+        deadline = time.monotonic() + 40
+        while not done() and time.monotonic() < deadline:
+            message = consumer.poll(0.05)
+            if message is None or message.error():
+                continue
+            if message.topic() == topics.transcripts:
+                transcripts.append(contracts.TRANSCRIPT.decode(message.value()))
+            else:
+                latency.append(contracts.LATENCY.decode(message.value()))
+
+    with ServiceProcess(settings, "assembler") as first:
+        first.wait_ready(60)
+        send(range(7))
+        collect_until(lambda: len(latency) == 7)
+        time.sleep(1.0)  # past faust's 0.5 s commit interval: offsets and the table's changelog are written
+        first.kill()
+    committed_before = [w["word"] for w in transcripts[-1]["words"]]
+    assert committed_before  # the crash hits mid-segment, with words already committed
+
+    with ServiceProcess(settings, "assembler") as second:
+        second.wait_ready(60)
+        send(range(5, HOPS))  # the worker redelivers hops 5 and 6, then carries on
+        collect_until(lambda: len(latency) == 7 + 2 + (HOPS - 7) and transcripts[-1]["kind"] == "final")
+        assert second.terminate() == 0
+    consumer.close()
+
+    replayed = [e for e in latency[7:] if e["hop_seq"] in (5, 6)]
+    assert len(replayed) == 2 and not any(e["emitted"] for e in replayed)  # the restored state knew them
+    finals = [t for t in transcripts if t["kind"] == "final"]
+    assert [(w["word"], w["start_ms"], w["end_ms"]) for f in finals for w in f["words"]] == SPEECH[session]
+    after_restart = [t for t in transcripts if t["hop_seq"] >= 7]
+    assert all([w["word"] for w in t["words"]][: len(committed_before)] == committed_before for t in after_restart)

@@ -1,0 +1,120 @@
+"""The assembler's bytes-in/bytes-out logic: one latency event per hypothesis, throttled or not."""
+
+from __future__ import annotations
+
+from pipeline import contracts
+from pipeline.assembler import Assembly
+from pipeline.latency import COMPONENTS
+from pipeline.settings import Settings, TopicSettings
+
+BASE_MS = 1_795_000_000_000.0
+SETTINGS = Settings(topics=TopicSettings(prefix="unit"))
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = BASE_MS
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def hypothesis(seq: int, session: str = "s1", **overrides: object) -> dict:
+    """Hop ``seq`` of a session saying "hello world"; its timestamps follow the hop's capture."""
+    end = (seq + 1) * 160.0
+    words = [
+        {"word": w, "start_ms": s, "end_ms": e, "confidence": 0.9}
+        for w, s, e in (("hello", 100.0, 400.0), ("world", 500.0, 900.0))
+        if s < end
+    ]
+    captured = BASE_MS + seq * 160.0
+    record = {
+        "session_id": session,
+        "hop_seq": seq,
+        "text": "",
+        "words": words,
+        "confidence": 0.9,
+        "window_start_ms": max(0.0, end - 1280.0),
+        "window_end_ms": end,
+        "is_final": False,
+        "beam": 2,
+        "window_secs": 0.96,
+        "batch_size": 3,
+        "control_level": 3,
+        "worker_id": "w7",
+        "first_capture_ts_ms": captured,
+        "ready_ts_ms": captured + 160.0,
+        "hop_published_ts_ms": captured + 161.0,
+        "received_ts_ms": captured + 165.0,
+        "batch_closed_ts_ms": captured + 180.0,
+        "infer_start_ts_ms": captured + 200.0,
+        "infer_end_ts_ms": captured + 260.0,
+        "skipped_before": 0,
+    }
+    record.update(overrides)
+    return record
+
+
+def feed(assembly: Assembly, clock: FakeClock, seq: int, interval: float, **overrides: object):
+    """Deliver hop ``seq`` when its inference ended + 5 ms; returns (latency event, transcripts)."""
+    hyp = hypothesis(seq, **overrides)
+    clock.now = hyp["infer_end_ts_ms"] + 5.0
+    handled = assembly.handle(contracts.HYPOTHESIS.encode(hyp), interval)
+    events = [contracts.LATENCY.decode(m.value) for m in handled.outgoing if m.topic == SETTINGS.topics.latency]
+    transcripts = [
+        contracts.TRANSCRIPT.decode(m.value) for m in handled.outgoing if m.topic == SETTINGS.topics.transcripts
+    ]
+    assert len(events) == 1
+    return events[0], transcripts
+
+
+def test_each_hypothesis_gets_one_event_that_adds_up_and_is_marked_emitted_or_not() -> None:
+    clock = FakeClock()
+    assembly = Assembly(SETTINGS, load_state=lambda session: None, clock=clock)
+    flags = []
+    for seq in range(1, 9):
+        event, transcripts = feed(assembly, clock, seq, interval=320.0)
+        flags.append(event["emitted"])
+        assert sum(event[f"{name}_ms"] for name in COMPONENTS) == event["e2e_ms"]
+        assert (event["queue_wait_ms"], event["batch_wait_ms"], event["gpu_infer_ms"]) == (24.0, 15.0, 60.0)
+        assert (event["beam"], event["window_secs"], event["control_level"], event["batch_size"]) == (2, 0.96, 3, 3)
+        if transcripts:
+            (transcript,) = transcripts
+            assert event["event_ts_ms"] == transcript["published_ts_ms"]
+        assert event["post_ms"] == 5.0
+    assert flags == [True, False] * 4  # throttled to every other hop
+
+
+def test_replayed_hypothesis_is_accounted_but_not_emitted() -> None:
+    clock = FakeClock()
+    assembly = Assembly(SETTINGS, load_state=lambda session: None, clock=clock)
+    first, _ = feed(assembly, clock, 4, interval=160.0)
+    again, transcripts = feed(assembly, clock, 4, interval=160.0)
+    assert first["emitted"] and not again["emitted"] and not transcripts
+    assert again["hop_seq"] == 4 and again["e2e_ms"] == first["e2e_ms"]
+
+
+def test_state_comes_back_from_the_store_after_a_restart() -> None:
+    clock = FakeClock()
+    store: dict[str, bytes] = {}
+    before = Assembly(SETTINGS, load_state=store.get, clock=clock)
+    for seq in range(1, 8):
+        hyp = hypothesis(seq)
+        clock.now = hyp["infer_end_ts_ms"]
+        handled = before.handle(contracts.HYPOTHESIS.encode(hyp), 160.0)
+        assert handled.session_id == "s1" and handled.state is not None
+        store[handled.session_id] = handled.state
+    after = Assembly(SETTINGS, load_state=store.get, clock=clock)
+    replay, transcripts = feed(after, clock, 7, interval=160.0)
+    assert not replay["emitted"] and not transcripts
+    _, (final,) = feed(after, clock, 8, interval=160.0, is_final=True)
+    assert final["kind"] == "final" and final["text"] == "hello world"
+
+
+def test_unreadable_and_unstitchable_hypotheses_are_dead_lettered() -> None:
+    assembly = Assembly(SETTINGS, load_state=lambda session: None, clock=FakeClock())
+    garbage = assembly.handle(b"\x00garbage", 160.0)
+    assert garbage.dead_letter_reason and "Avro" in garbage.dead_letter_reason and not garbage.outgoing
+    reversed_window = hypothesis(3, window_start_ms=900.0, window_end_ms=100.0)
+    bad = assembly.handle(contracts.HYPOTHESIS.encode(reversed_window), 160.0)
+    assert bad.dead_letter_reason and "bad window" in bad.dead_letter_reason and not bad.outgoing
