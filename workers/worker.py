@@ -60,9 +60,16 @@ DEAD_LETTERED = Counter("hopline_worker_dead_letters_total", "Hops sent to the d
 
 
 class Recognition(Protocol):
-    text: str
-    words: Sequence[Any]
-    confidence: float
+    """What the worker reads of ``workers.asr.Recognition`` (words have word, start_s, end_s, confidence)."""
+
+    @property
+    def text(self) -> str: ...
+
+    @property
+    def words(self) -> Sequence[Any]: ...
+
+    @property
+    def confidence(self) -> float: ...
 
 
 class Transcriber(Protocol):
