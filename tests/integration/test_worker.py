@@ -171,28 +171,36 @@ def test_hops_in_hypotheses_out_with_timestamps_that_add_up(make_settings: Setti
     assert any("sample_rate 8000" in reason for reason in reasons)
 
 
-def test_worker_killed_mid_stream_loses_no_hop(make_settings: SettingsFactory, speech: np.ndarray) -> None:
+def test_killed_and_terminated_workers_lose_no_hop(make_settings: SettingsFactory, speech: np.ndarray) -> None:
+    """SIGKILL one worker mid-stream, SIGTERM the next mid-stream; a third finishes the stream."""
     settings = make_settings(partitions=3, worker=WorkerSettings(coalesce_stale_hops=False))
     hypotheses = TopicReader(settings, settings.topics.hypotheses, contracts.HYPOTHESIS)
     sent: list[int] = []
+
+    def by_worker(worker_id: str) -> Callable[[list[contracts.Record]], bool]:
+        return lambda records: sum(r["worker_id"] == worker_id for r in records) >= 10
+
     try:
-        with ServiceProcess(settings, "worker") as first:
-            first.wait_ready(WORKER_READY_S)
+        with ServiceProcess(settings, "worker", "--worker-id", "killed") as killed:
+            killed.wait_ready(WORKER_READY_S)
             feeder = threading.Thread(
-                target=lambda: sent.append(feed_sessions(settings, speech, "k-", sessions=3, duration_s=3.2, seed=5))
+                target=lambda: sent.append(feed_sessions(settings, speech, "k-", sessions=3, duration_s=16.0, seed=5))
             )
             feeder.start()
-            hypotheses.wait_for(lambda records: len(records) >= 10)
-            first.kill()
-        with ServiceProcess(settings, "worker") as second:
-            second.wait_ready(WORKER_READY_S)
+            hypotheses.wait_for(by_worker("killed"))
+            killed.kill()
+        with ServiceProcess(settings, "worker", "--worker-id", "terminated") as terminated:
+            terminated.wait_ready(WORKER_READY_S)
+            hypotheses.wait_for(by_worker("terminated"))
+            assert terminated.terminate() == 0
+        with ServiceProcess(settings, "worker", "--worker-id", "finisher") as finisher:
+            finisher.wait_ready(WORKER_READY_S)
             feeder.join()
-            expected = {(f"k-{i:03d}", seq) for i in range(3) for seq in range(20)}
+            expected = {(f"k-{i:03d}", seq) for i in range(3) for seq in range(100)}
             hypotheses.wait_for(lambda records: expected <= {(r["session_id"], r["hop_seq"]) for r in records})
-            assert second.terminate() == 0
+            assert finisher.terminate() == 0
     finally:
         hypotheses.close()
-    assert sent == [60]
-    seen = {(r["session_id"], r["hop_seq"]) for r in hypotheses.records}
-    assert seen == expected
-    assert len({r["worker_id"] for r in hypotheses.records}) == 2
+    assert sent == [300]
+    assert {(r["session_id"], r["hop_seq"]) for r in hypotheses.records} == expected
+    assert {"killed", "terminated"} <= {r["worker_id"] for r in hypotheses.records}
