@@ -29,6 +29,18 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
     bench_assembler.add_argument("--json", action="store_true", help="print one JSON object")
     bench_assembler.set_defaults(handler=_bench_assembler)
 
+    bench_stitching = bench.add_parser(
+        "stitching",
+        help="real recognizer on rolling windows of the bundled samples: stitched WER vs whole-utterance WER",
+        description="Cuts each sample into the windower's rolling windows, recognizes every window, stitches "
+        "the hypotheses like the assembler and compares the finals' WER with one decode of the whole "
+        "utterance; prints how long (in audio time) after a word ends it is first shown and committed.",
+    )
+    bench_stitching.add_argument("--samples", type=int, default=5, help="how many bundled samples (default 5)")
+    bench_stitching.add_argument("--beam", type=int, choices=(1, 2, 4), default=4, help="beam width (default 4)")
+    bench_stitching.add_argument("--json", action="store_true", help="print one JSON object")
+    bench_stitching.set_defaults(handler=_bench_stitching)
+
 
 def _bench_assembler(args: argparse.Namespace, settings: Settings) -> int:
     import json
@@ -40,6 +52,19 @@ def _bench_assembler(args: argparse.Namespace, settings: Settings) -> int:
         raise CliError("--sessions must be at least 1 and --duration above 0")
     result = run_bench(settings, sessions=args.sessions, duration_s=args.duration)
     print(json.dumps(result) if args.json else format_report(result))
+    return 0
+
+
+def _bench_stitching(args: argparse.Namespace, settings: Settings) -> int:
+    import json
+
+    from pipeline.errors import CliError
+    from pipeline.stitching_bench import format_report, run_bench
+
+    if args.samples < 1:
+        raise CliError("--samples must be at least 1")
+    summary, results = run_bench(settings, samples=args.samples, beam=args.beam)
+    print(json.dumps(summary) if args.json else format_report(summary, results))
     return 0
 
 
