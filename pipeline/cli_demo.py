@@ -29,6 +29,9 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
         metavar="K",
         help="run twice with the worker slowed K times, with and without the controller, side by side",
     )
+    demo.add_argument(
+        "--samples", default=None, metavar="DIR", help="a manifest.json + WAV directory (default: the bundled samples/)"
+    )
     demo.add_argument("--json", action="store_true", help="print one JSON object with the figures")
     demo.set_defaults(handler=_run_demo)
 
@@ -44,4 +47,5 @@ def _run_demo(args: argparse.Namespace, settings: Settings) -> int:
         controller=not args.no_controller,
         compare_slowdown=args.compare_slowdown,
         as_json=args.json,
+        samples_dir=args.samples,
     )

@@ -16,7 +16,6 @@ import sys
 import threading
 import time
 import uuid
-import wave
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -32,6 +31,7 @@ from pipeline.control import ControlFollower
 from pipeline.control_policy import percentile
 from pipeline.errors import CliError
 from pipeline.kafka import consumer_config, create_topics, now_ms
+from pipeline.producer import read_wav
 from pipeline.report import LatencyReport, build_report, format_report, read_decisions, read_events
 from pipeline.settings import Settings
 from pipeline.supervisor import ServiceFailed, ServiceProcess
@@ -79,22 +79,6 @@ class SessionPlan:
         return np.concatenate([part for u in self.utterances for part in (u.audio, gap)])
 
 
-def read_wav(path: Path) -> np.ndarray:
-    """A 16-bit mono WAV file as int16 at 16 kHz."""
-    try:
-        with wave.open(str(path), "rb") as wav:
-            if wav.getsampwidth() != 2 or wav.getnchannels() != 1:
-                raise CliError(f"{path}: need 16-bit mono WAV")
-            rate = wav.getframerate()
-            audio = np.frombuffer(wav.readframes(wav.getnframes()), dtype="<i2").astype(np.int16)
-    except (OSError, wave.Error, EOFError) as exc:
-        raise CliError(f"cannot read {path}: {exc}") from exc
-    if rate != MODEL_RATE:
-        positions = np.arange(int(len(audio) * MODEL_RATE / rate)) * rate / MODEL_RATE
-        audio = np.interp(positions, np.arange(len(audio)), audio).astype(np.int16)
-    return audio
-
-
 def load_samples(directory: Path = SAMPLES_DIR) -> list[Utterance]:
     """The bundled utterances listed in ``samples/manifest.json`` with their reference text."""
     manifest_path = directory / "manifest.json"
@@ -111,7 +95,11 @@ def load_samples(directory: Path = SAMPLES_DIR) -> list[Utterance]:
         text = entry.get("text") or entry.get("reference")
         if not file_name or text is None:
             raise CliError(f"{manifest_path}: entry without file or text: {entry}")
-        utterances.append(Utterance(read_wav(directory / file_name), str(text), str(file_name)))
+        try:
+            samples = read_wav(directory / file_name, MODEL_RATE)
+        except ValueError as exc:
+            raise CliError(f"cannot read sample: {exc}") from exc
+        utterances.append(Utterance(samples, str(text), str(file_name)))
     if not utterances:
         raise CliError(f"{manifest_path} lists no samples")
     return utterances
@@ -310,19 +298,23 @@ def running_services(
                 say(f"  {role} ignored SIGTERM and was killed")
 
 
-def stream_sessions(settings: Settings, plans: Sequence[SessionPlan], stop: threading.Event) -> None:
-    """Stream every plan concurrently in real time through the audio producer library."""
-    from pipeline.producer import AudioProducer
+def stream_sessions(
+    settings: Settings, plans: Sequence[SessionPlan], stop: threading.Event, control: ControlFollower
+) -> None:
+    """Stream every plan concurrently in real time; admission control may refuse sessions at level 5."""
+    from pipeline.producer import AudioProducer, AudioStream
 
-    producer = AudioProducer(settings)
+    producer = AudioProducer(settings, control=control)
+    streams = [
+        AudioStream(plan.session_id, plan.audio(), plan.codec, plan.sample_rate, source_rate=MODEL_RATE)
+        for plan in plans
+    ]
     try:
-        producer.stream_many(
-            [(plan.session_id, plan.audio(), plan.codec, plan.sample_rate) for plan in plans],
-            realtime=True,
-            stop=stop,
-        )
+        producer.stream_many(streams, realtime=True, stop=stop)
     finally:
-        producer.close()
+        report = producer.close()
+        if report.failed or report.pending:
+            log.error("frames: %d failed, %d undelivered: %s", report.failed, report.pending, report.errors[:3])
 
 
 def run_demo(settings: Settings, options: RunOptions, say: Callable[[str], None] | None = None) -> DemoResult:
@@ -371,7 +363,7 @@ def _stream_with_progress(
 
     def produce() -> None:
         try:
-            stream_sessions(settings, plans, stop)
+            stream_sessions(settings, plans, stop, follower)
         except Exception as exc:
             failure.append(exc)
 
@@ -511,6 +503,7 @@ def run_demo_command(
     controller: bool,
     compare_slowdown: float | None,
     as_json: bool,
+    samples_dir: str | None = None,
 ) -> int:
     if sessions < 1:
         raise CliError("--sessions must be at least 1")
@@ -518,7 +511,13 @@ def run_demo_command(
         raise CliError("--duration must be positive")
     if slowdown < 1 or (compare_slowdown is not None and compare_slowdown < 1):
         raise CliError("slowdown factors are at least 1")
-    options = RunOptions(sessions=sessions, duration_s=duration_s, slowdown=slowdown, controller=controller)
+    options = RunOptions(
+        sessions=sessions,
+        duration_s=duration_s,
+        slowdown=slowdown,
+        controller=controller,
+        samples_dir=Path(samples_dir) if samples_dir else SAMPLES_DIR,
+    )
     if compare_slowdown is not None:
         runs = [
             run_demo(settings, replace(options, slowdown=compare_slowdown, controller=with_controller))
