@@ -21,6 +21,7 @@ from pipeline.settings import Settings
 #: Modules exposing ``register(commands, bench)``; each adds its role's sub-commands.
 COMMAND_MODULES = (
     "pipeline.cli_infra",
+    "pipeline.cli_ingress",
     "pipeline.cli_control",
     "pipeline.cli_assembler",
     "workers.cli",

@@ -364,6 +364,12 @@ class SessionWindow:
         }
         return json.dumps(state, separators=(",", ":")).encode()
 
+    @staticmethod
+    def frames_needed(snapshot: bytes, shape: WindowShape) -> range:
+        """The seqs whose audio :meth:`restore` needs with this snapshot: the last window's worth."""
+        state = json.loads(snapshot)
+        return range(max(state["next_seq"] - shape.ring_frames, state["first_seq"]), state["next_seq"])
+
     @classmethod
     def restore(
         cls, session_id: str, snapshot: bytes, frames: Mapping[int, bytes], shape: WindowShape
