@@ -146,6 +146,9 @@ def test_assembler_turns_redelivered_hypotheses_into_transcripts_and_latency_eve
 
 def test_a_killed_assembler_resumes_from_its_table_without_repeating_words(make_settings: SettingsFactory) -> None:
     settings = make_settings(partitions=2)
+    # The killed member holds its partitions until its session times out: keep that short.
+    settings.kafka.session_timeout_ms = 2000
+    settings.kafka.heartbeat_interval_ms = 500
     topics = settings.topics
     session = "s-call"
     producer = make_producer(settings)
