@@ -108,6 +108,7 @@ class SessionState:
     committed: list[Word] = field(default_factory=list)
     tail: list[Word] = field(default_factory=list)
     horizon_ms: float = -math.inf
+    last_word: Word | None = None
     last_emit_stream_ms: float = -math.inf
     last_emit_wall_ms: float = -math.inf
     last_first_capture_ts_ms: float = 0.0
@@ -122,6 +123,7 @@ class SessionState:
             "committed": [w.to_record() for w in self.committed],
             "tail": [w.to_record() for w in self.tail],
             "horizon_ms": _finite_or_none(self.horizon_ms),
+            "last_word": self.last_word.to_record() if self.last_word else None,
             "last_emit_stream_ms": _finite_or_none(self.last_emit_stream_ms),
             "last_emit_wall_ms": _finite_or_none(self.last_emit_wall_ms),
             "last_first_capture_ts_ms": self.last_first_capture_ts_ms,
@@ -138,6 +140,7 @@ class SessionState:
             committed=[Word.from_record(w) for w in record["committed"]],
             tail=[Word.from_record(w) for w in record["tail"]],
             horizon_ms=_none_to_minus_inf(record["horizon_ms"]),
+            last_word=Word.from_record(record["last_word"]) if record["last_word"] else None,
             last_emit_stream_ms=_none_to_minus_inf(record["last_emit_stream_ms"]),
             last_emit_wall_ms=_none_to_minus_inf(record["last_emit_wall_ms"]),
             last_first_capture_ts_ms=float(record["last_first_capture_ts_ms"]),
@@ -267,13 +270,13 @@ class Stitcher:
 
     def _uncommitted(self, state: SessionState, words: list[Word], window_start: float) -> list[Word]:
         """The hypothesis' words beyond the horizon, minus fragments cut by the window's start."""
-        last = state.committed[-1] if state.committed else None
+        last = state.last_word
         fresh = []
         for word in words:
             if word.mid_ms <= state.horizon_ms:
                 continue
             if last is not None and word.start_ms < last.end_ms and word.key == last.key:
-                continue  # the committed word again, decoded with shifted timing
+                continue  # the last committed word again (maybe of the closed segment), with shifted timing
             if window_start > 0 and word.start_ms <= window_start + self.policy.window_edge_ms:
                 continue  # cut by the window's start: a fragment, not a word
             fresh.append(word)
@@ -307,6 +310,7 @@ class Stitcher:
     def _commit(state: SessionState, words: Iterable[Word]) -> None:
         for word in words:
             state.committed.append(word)
+            state.last_word = word
             state.horizon_ms = max(state.horizon_ms, word.end_ms)
         state.tail = [w for w in state.tail if w.mid_ms > state.horizon_ms]
 

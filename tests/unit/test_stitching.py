@@ -278,3 +278,14 @@ def test_idle_sessions_get_a_final_and_closed_ones_are_forgotten() -> None:
     clock.now += 20_000
     assert stitcher.expire() == Expiry(forgotten=["s1"])
     assert "s1" not in stitcher
+
+
+def test_the_last_word_of_a_closed_segment_is_not_repeated_in_the_next() -> None:
+    clock = FakeClock()
+    stitcher = Stitcher(clock=clock)
+    transcripts = run(stitcher, clock, [hypothesis("s1", seq) for seq in range(17)])
+    assert transcripts[-1]["kind"] == "final" and transcripts[-1]["text"].endswith("kitchen")
+    # Hop 17 re-decodes "kitchen" (1620-2100) late and long enough that its middle passes the horizon.
+    late = {**hypothesis("s1", 17), "words": [{"word": "kitchen", "start_ms": 1900, "end_ms": 2500, "confidence": 1}]}
+    assert stitcher.accept(late, 160).transcripts == ()
+    assert stitcher.snapshot("s1")["tail"] == []
