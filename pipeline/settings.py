@@ -110,6 +110,7 @@ class WorkerSettings(BaseModel):
     )
     worker_id: str | None = Field(None, description="Defaults to host:pid.")
     beam: int = Field(4, description="Beam width until the controller says otherwise.")
+    checkpoint: str | None = Field(None, description="Recognizer checkpoint file; None = the shipped one.")
 
 
 class AssemblerSettings(BaseModel):
