@@ -18,7 +18,7 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
     )
     demo.add_argument("--sessions", type=int, default=10, help="concurrent sessions (default 10)")
     demo.add_argument(
-        "--duration", type=float, default=None, metavar="S", help="seconds of audio per session (default: one sample)"
+        "--duration", type=float, default=20.0, metavar="S", help="seconds of audio per session (default 20)"
     )
     demo.add_argument("--slowdown", type=float, default=1.0, metavar="K", help="worker fault slowdown (default 1)")
     demo.add_argument("--no-controller", action="store_true", help="run without the degradation controller")
@@ -32,6 +32,7 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
     demo.add_argument(
         "--samples", default=None, metavar="DIR", help="a manifest.json + WAV directory (default: the bundled samples/)"
     )
+    demo.add_argument("--plot", default=None, metavar="OUT.png", help="draw the latency breakdown over time")
     demo.add_argument("--json", action="store_true", help="print one JSON object with the figures")
     demo.set_defaults(handler=_run_demo)
 
@@ -48,4 +49,5 @@ def _run_demo(args: argparse.Namespace, settings: Settings) -> int:
         compare_slowdown=args.compare_slowdown,
         as_json=args.json,
         samples_dir=args.samples,
+        plot=args.plot,
     )

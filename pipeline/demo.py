@@ -32,7 +32,7 @@ from pipeline.control_policy import percentile
 from pipeline.errors import CliError
 from pipeline.kafka import consumer_config, create_topics, now_ms
 from pipeline.producer import read_wav
-from pipeline.report import LatencyReport, build_report, format_report, read_decisions, read_events
+from pipeline.report import LatencyReport, build_report, format_report, plot_breakdown, read_decisions, read_events
 from pipeline.settings import Settings
 from pipeline.supervisor import ServiceFailed, ServiceProcess
 from pipeline.wer import word_errors
@@ -160,7 +160,7 @@ class TranscriptClient:
         self.sessions: dict[str, SessionOutcome] = {}
         self.egress_ms: list[float] = []
         self.delivered_e2e_ms: list[float] = []
-        self.latency: list[tuple[float, float, float]] = []  # (event_ts_ms, e2e_ms, queue_wait_ms)
+        self.latency: list[tuple[float, float, float, str]] = []  # (event_ts_ms, e2e_ms, queue_wait_ms, session)
         self.last_message_s = time.monotonic()
         self._thread = threading.Thread(target=self._run, name="demo-client", daemon=True)
         self._thread.start()
@@ -183,7 +183,7 @@ class TranscriptClient:
             event = contracts.LATENCY.decode(value)
         except contracts.ContractError:
             return
-        self.latency.append((event["event_ts_ms"], event["e2e_ms"], event["queue_wait_ms"]))
+        self.latency.append((event["event_ts_ms"], event["e2e_ms"], event["queue_wait_ms"], event["session_id"]))
 
     def _take_transcript(self, value: bytes | None, received_ms: float) -> None:
         try:
@@ -198,13 +198,14 @@ class TranscriptClient:
         else:
             outcome.partials += 1
 
-    def progress(self, recent_s: float = 10.0) -> tuple[int, float, float]:
-        """(hops so far, e2e p95 and queue_wait p95 over the last ``recent_s``)."""
-        horizon = now_ms() - recent_s * 1000.0
+    def progress(self, recent_s: float = 10.0, live_s: float = 2.0) -> tuple[int, int, float, float]:
+        """(sessions with a hop in the last ``live_s``, hops so far, e2e p95 and queue_wait p95 over ``recent_s``)."""
+        now = now_ms()
         with self._lock:
-            recent = [(e2e, qw) for ts, e2e, qw in self.latency if ts >= horizon]
+            recent = [(e2e, qw) for ts, e2e, qw, _ in self.latency if ts >= now - recent_s * 1000.0]
+            live = {session for ts, _, _, session in self.latency if ts >= now - live_s * 1000.0}
             hops = len(self.latency)
-        return hops, percentile([r[0] for r in recent], 95), percentile([r[1] for r in recent], 95)
+        return len(live), hops, percentile([r[0] for r in recent], 95), percentile([r[1] for r in recent], 95)
 
     def transcript(self, session_id: str) -> str:
         with self._lock:
@@ -235,6 +236,7 @@ class RunOptions:
 class DemoResult:
     options: RunOptions
     report: LatencyReport
+    events: list[contracts.Record]
     settled: dict[str, float | None]
     egress_ms_p50: float
     egress_ms_p95: float
@@ -242,6 +244,7 @@ class DemoResult:
     examples: list[tuple[str, str, str, float]]  # session, reference, hypothesis, WER
     exit_codes: dict[str, int | None]
     streamed_s: float
+    refused_sessions: int
 
     def figures(self) -> dict[str, Any]:
         figures = self.report.figures()
@@ -257,6 +260,7 @@ class DemoResult:
                 "max_level": max(levels, default=0),
                 "final_level": levels[-1] if levels else 0,
                 "streamed_s": round(self.streamed_s, 1),
+                "refused_sessions": self.refused_sessions,
                 "exit_codes": self.exit_codes,
                 **{f"settled_{key}": value for key, value in self.settled.items()},
             }
@@ -300,8 +304,11 @@ def running_services(
 
 def stream_sessions(
     settings: Settings, plans: Sequence[SessionPlan], stop: threading.Event, control: ControlFollower
-) -> None:
-    """Stream every plan concurrently in real time; admission control may refuse sessions at level 5."""
+) -> dict[str, int]:
+    """Stream every plan concurrently in real time; returns frames sent per admitted session.
+
+    Admission control may refuse sessions (degradation level 5): they are left out of the result.
+    """
     from pipeline.producer import AudioProducer, AudioStream
 
     producer = AudioProducer(settings, control=control)
@@ -310,7 +317,7 @@ def stream_sessions(
         for plan in plans
     ]
     try:
-        producer.stream_many(streams, realtime=True, stop=stop)
+        return producer.stream_many(streams, realtime=True, stop=stop)
     finally:
         report = producer.close()
         if report.failed or report.pending:
@@ -339,7 +346,9 @@ def run_demo(settings: Settings, options: RunOptions, say: Callable[[str], None]
         exit_codes: dict[str, int | None] = {}
         try:
             with running_services(settings, options, say) as services:
-                streamed_s, stream_start_ms = _stream_with_progress(settings, plans, client, follower, services, say)
+                streamed_s, stream_start_ms, refused = _stream_with_progress(
+                    settings, plans, client, follower, services, say
+                )
                 _drain(client, say)
             exit_codes = {role: service.process.returncode for role, service in services.items()}
         finally:
@@ -347,7 +356,8 @@ def run_demo(settings: Settings, options: RunOptions, say: Callable[[str], None]
             client.close()
         events, invalid = read_events(settings, None)
         report = build_report(events, read_decisions(settings, None), invalid)
-        return _result(options, report, events, client, plans, exit_codes, streamed_s, stream_start_ms)
+        admitted = [plan for plan in plans if plan.session_id not in refused]
+        return _result(options, report, events, client, admitted, exit_codes, streamed_s, stream_start_ms, len(refused))
 
 
 def _stream_with_progress(
@@ -357,13 +367,14 @@ def _stream_with_progress(
     follower: ControlFollower,
     services: dict[str, ServiceProcess],
     say: Callable[[str], None],
-) -> tuple[float, float]:
+) -> tuple[float, float, list[str]]:
     stop = threading.Event()
     failure: list[BaseException] = []
+    admitted: dict[str, int] = {}
 
     def produce() -> None:
         try:
-            stream_sessions(settings, plans, stop, follower)
+            admitted.update(stream_sessions(settings, plans, stop, follower))
         except Exception as exc:
             failure.append(exc)
 
@@ -379,10 +390,10 @@ def _stream_with_progress(
             for role, service in services.items():
                 if not service.running:
                     raise CliError(f"{role} exited with {service.process.returncode}: {service.lines[-1:]}")
-            hops, e2e_p95, queue_p95 = client.progress()
+            live, hops, e2e_p95, queue_p95 = client.progress()
             knobs = follower.knobs
             say(
-                f"  t={time.monotonic() - started:5.1f}s sessions {len(plans)} hops {hops} "
+                f"  t={time.monotonic() - started:5.1f}s sessions {live}/{len(plans)} hops {hops} "
                 f"e2e p95 {e2e_p95:.0f} ms queue_wait p95 {queue_p95:.0f} ms (last 10 s) "
                 f"level {knobs.level} (window {knobs.window_secs:g} s, beam {knobs.beam})"
             )
@@ -391,7 +402,10 @@ def _stream_with_progress(
         streamer.join(5.0)
     if failure:
         raise CliError(f"streaming failed: {failure[0]}")
-    return time.monotonic() - started, start_ms
+    refused = [plan.session_id for plan in plans if plan.session_id not in admitted]
+    if refused:
+        say(f"admission control refused {len(refused)} sessions")
+    return time.monotonic() - started, start_ms, refused
 
 
 def _drain(client: TranscriptClient, say: Callable[[str], None], quiet_s: float = 2.0, limit_s: float = 30.0) -> None:
@@ -411,6 +425,7 @@ def _result(
     exit_codes: dict[str, int | None],
     streamed_s: float,
     stream_start_ms: float,
+    refused: int,
 ) -> DemoResult:
     settled_from = stream_start_ms + SETTLE_S * 1000.0
     settled = [e for e in events if e["event_ts_ms"] >= settled_from]
@@ -430,6 +445,7 @@ def _result(
     return DemoResult(
         options=options,
         report=report,
+        events=list(events),
         settled=settled_figures,
         egress_ms_p50=percentile(client.egress_ms, 50),
         egress_ms_p95=percentile(client.egress_ms, 95),
@@ -437,6 +453,7 @@ def _result(
         examples=examples,
         exit_codes=exit_codes,
         streamed_s=streamed_s,
+        refused_sessions=refused,
     )
 
 
@@ -451,6 +468,8 @@ def format_result(result: DemoResult, examples: int = 4) -> str:
             f"after the first {SETTLE_S:.0f} s: queue_wait p95 {settled['queue_wait_ms_p95']} ms, "
             f"e2e p95 {settled['e2e_ms_p95']} ms ({settled['events']:.0f} hops)"
         )
+    if result.refused_sessions:
+        lines.append(f"admission control refused {result.refused_sessions} sessions")
     lines.append(f"transcripts (WER over all {len(result.examples)} sessions: {100 * result.wer:.1f}%):")
     for session, reference, hypothesis, session_wer in result.examples[:examples]:
         lines.append(f"  {session}  WER {100 * session_wer:.0f}%")
@@ -504,6 +523,7 @@ def run_demo_command(
     compare_slowdown: float | None,
     as_json: bool,
     samples_dir: str | None = None,
+    plot: str | None = None,
 ) -> int:
     if sessions < 1:
         raise CliError("--sessions must be at least 1")
@@ -520,14 +540,31 @@ def run_demo_command(
     )
     if compare_slowdown is not None:
         runs = [
-            run_demo(settings, replace(options, slowdown=compare_slowdown, controller=with_controller))
+            _run_checked(settings, replace(options, slowdown=compare_slowdown, controller=with_controller))
             for with_controller in (True, False)
         ]
         if as_json:
             print(json.dumps({"controller": runs[0].figures(), "no_controller": runs[1].figures()}))
         else:
+            for run in runs:
+                print(format_result(run), end="\n\n")
             print(format_comparison(runs[0], runs[1]))
         return 0
-    result = run_demo(settings, options)
+    result = _run_checked(settings, options)
+    if plot:
+        try:
+            plot_breakdown(result.events, result.report.decisions, plot)
+        except OSError as exc:
+            raise CliError(f"cannot write the plot to {plot}: {exc.strerror or exc}") from exc
     print(json.dumps(result.figures()) if as_json else format_result(result))
     return 0
+
+
+def _run_checked(settings: Settings, options: RunOptions) -> DemoResult:
+    """:func:`run_demo`; a service that fails to start becomes its output tail on stderr and a one-line error."""
+    try:
+        return run_demo(settings, options)
+    except ServiceFailed as failure:
+        detail = str(failure)
+        print(detail, file=sys.stderr)
+        raise CliError(detail.splitlines()[0]) from failure
