@@ -6,9 +6,10 @@ The policy keeps the latency events of the last ``window_s`` seconds and walks t
 - **Raise on queue_wait p95, proactively.** Queueing is the first thing to grow when the
   worker falls behind, so each ``raise_queue_wait_ms`` threshold the p95 exceeds sets a
   minimum level; the level jumps straight there, several steps at once if need be.
-- **Raise on e2e p95, as the backstop.** When the hops cut at the current level still put
-  e2e p95 above ``e2e_raise_fraction`` of the target, go one level further (at most once
-  per ``raise_hold_s``, so a step gets to take effect before the next).
+- **Raise on e2e p95, as the backstop.** When the hops of the last ``raise_hold_s``, all
+  cut at the current level, still put e2e p95 above ``e2e_raise_fraction`` of the target,
+  go one level further (at most once per ``raise_hold_s``, so a step gets to take effect
+  before the next, and only on what is slow now, not on a spike that has passed).
 - **Step down slowly.** One level at a time, only after queue_wait p95 stayed below
   ``recover_fraction`` of the current level's threshold and e2e p95 below
   ``e2e_recover_fraction`` of the target for ``recover_hold_s`` (hysteresis: no flapping).
@@ -186,7 +187,8 @@ class ControlPolicy:
     def _raise_on_e2e(self, now_s: float, metrics: dict[str, float]) -> Decision | None:
         if self._level >= self.max_level or now_s - self._last_change_s < self._config.raise_hold_s:
             return None
-        at_level = [s.components_ms["e2e"] for s in self._samples if s.level >= self._level]
+        since = now_s - self._config.raise_hold_s
+        at_level = [s.components_ms["e2e"] for s in self._samples if s.level >= self._level and s.observed_s >= since]
         if len(at_level) < self._config.min_events:
             return None
         e2e_p95 = percentile(at_level, 95)
@@ -197,7 +199,8 @@ class ControlPolicy:
             previous_level=self._level,
             knobs=self._ladder[self._level + 1],
             direction="raise",
-            reason=f"e2e p95 {e2e_p95:.0f} ms at level {self._level} > {limit:.0f} ms "
+            reason=f"e2e p95 {e2e_p95:.0f} ms at level {self._level} over the last {self._config.raise_hold_s:g} s "
+            f"> {limit:.0f} ms "
             f"({self._config.e2e_raise_fraction:g} x target {self._config.e2e_p95_target_ms:.0f} ms)",
             metrics={**metrics, "level_e2e_ms_p95": round(e2e_p95, 3), "threshold_ms": limit},
         )

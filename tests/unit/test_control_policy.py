@@ -213,3 +213,14 @@ def test_level_zero_never_steps_down_and_bad_levels_are_refused() -> None:
 def test_thresholds_must_increase() -> None:
     with pytest.raises(ValueError, match="strictly increasing"):
         ControllerSettings(raise_queue_wait_ms=(120.0, 60.0))
+
+
+def test_e2e_backstop_ignores_a_spike_that_has_passed() -> None:
+    clock = FakeClock()
+    policy = make_policy(clock, level=1)
+    clock.advance(3.0)
+    feed(policy, 40, queue_wait_ms=10.0, e2e_ms=900.0, level=1)
+    clock.advance(2.5)
+    feed(policy, 40, queue_wait_ms=10.0, e2e_ms=250.0, level=1)
+    assert policy.stats().p95["e2e"] == 900.0, "the spike is still in the window"
+    assert policy.evaluate() is None and policy.level == 1
