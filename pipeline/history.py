@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from pipeline.errors import CliError
 from pipeline.kafka import consumer_config
@@ -28,7 +28,10 @@ def read_history(settings: Settings, topic: str, timeout_s: float = 30.0) -> Ite
         )
     )
     try:
-        metadata = consumer.list_topics(topic, timeout=10).topics.get(topic)
+        try:
+            metadata = consumer.list_topics(topic, timeout=10).topics.get(topic)
+        except KafkaException as exc:
+            raise CliError(f"cannot reach Kafka at {settings.kafka.bootstrap_servers}: {exc.args[0].str()}") from exc
         if metadata is None or metadata.error is not None:
             raise CliError(f"topic {topic} does not exist on {settings.kafka.bootstrap_servers}")
         pending = set(metadata.partitions)
