@@ -28,6 +28,7 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
     worker.add_argument("--device", default=None, help="auto | cpu | cuda | cuda:N")
     worker.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
     worker.add_argument("--worker-id", default=None, help="name on hypotheses (default host:pid)")
+    worker.add_argument("--checkpoint", default=None, help="recognizer checkpoint file (default: the shipped one)")
     worker.add_argument(
         "--fault-slowdown",
         type=float,
@@ -81,6 +82,10 @@ def _apply_worker_overrides(args: argparse.Namespace, settings: Settings) -> Non
         worker.torch_threads = args.threads
     if args.worker_id is not None:
         worker.worker_id = args.worker_id
+    if args.checkpoint is not None:
+        if not Path(args.checkpoint).is_file():
+            raise CliError(f"--checkpoint {args.checkpoint}: no such file")
+        worker.checkpoint = args.checkpoint
     _apply_fault_slowdown(args, settings)
 
 

@@ -374,9 +374,13 @@ class HopWorker:
 
 def load_recognizer(settings: Settings) -> Transcriber:
     """The shipped recognizer on the configured device (CUDA with autocast when there, else CPU)."""
+    from pathlib import Path
+
     from workers.asr import Recognizer
 
-    recognizer: Transcriber = Recognizer.load(device=settings.worker.device, threads=settings.worker.torch_threads)
+    worker = settings.worker
+    checkpoint = Path(worker.checkpoint) if worker.checkpoint else None
+    recognizer: Transcriber = Recognizer.load(checkpoint=checkpoint, device=worker.device, threads=worker.torch_threads)
     return recognizer
 
 
