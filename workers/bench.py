@@ -220,7 +220,9 @@ def _wait_for_all(reader: HypothesisReader, prefix: str, hops_sent: int) -> list
         accounted = len(records) + sum(r["skipped_before"] for r in records)
         if accounted >= hops_sent or time.monotonic() > deadline:
             if accounted < hops_sent:
-                log.warning("%d of %d hops unaccounted for after %.0f s", hops_sent - accounted, hops_sent, 60)
+                log.warning(
+                    "%d of %d hops unaccounted for after %.0f s", hops_sent - accounted, hops_sent, DRAIN_TIMEOUT_S
+                )
             return records
         time.sleep(0.2)
 

@@ -25,10 +25,12 @@ from typing import Any, Protocol
 
 import numpy as np
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient
 from prometheus_client import Counter, Gauge, Histogram
 
 from pipeline import contracts
 from pipeline.control import ControlFollower
+from pipeline.errors import CliError
 from pipeline.kafka import DeadLetters, consumer_config, make_producer, now_ms
 from pipeline.metrics import BATCH_SIZE_BUCKETS, LATENCY_BUCKETS_S
 from pipeline.settings import Settings
@@ -387,10 +389,28 @@ def load_recognizer(settings: Settings) -> Transcriber:
 def warm_up(recognizer: Transcriber, settings: Settings) -> None:
     """One throwaway call so the first real batch does not pay for lazy initialisation."""
     silence = np.zeros(int(settings.audio.window_secs * settings.audio.sample_rate), dtype=np.float32)
-    recognizer.transcribe([silence], settings.worker.beam)
+    try:
+        recognizer.transcribe([silence, silence], settings.worker.beam)
+    except ValueError as exc:
+        raise CliError(f"recognizer refuses the worker settings: {exc}") from exc
+
+
+def check_topics(settings: Settings) -> None:
+    """Fail fast, in one line, when Kafka is unreachable or the topics were never created."""
+    topics = settings.topics
+    needed = [topics.hops, topics.hypotheses, topics.control, topics.dead_letter(topics.hops)]
+    admin = AdminClient({"bootstrap.servers": settings.kafka.bootstrap_servers})
+    try:
+        existing = admin.list_topics(timeout=10).topics
+    except KafkaException as exc:
+        raise CliError(f"cannot reach Kafka at {settings.kafka.bootstrap_servers}: {exc}") from exc
+    missing = [name for name in needed if name not in existing]
+    if missing:
+        raise CliError(f"missing topics {', '.join(missing)}: run `hopline topics create` first")
 
 
 def run_worker(settings: Settings) -> int:
+    check_topics(settings)
     started = time.monotonic()
     recognizer = load_recognizer(settings)
     warm_up(recognizer, settings)
