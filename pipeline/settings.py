@@ -161,7 +161,7 @@ class ControllerSettings(BaseModel):
         description="Step down only when queue_wait p95 is below this fraction of the level's threshold...",
     )
     e2e_recover_fraction: float = Field(
-        0.8, gt=0, lt=1, description="...and e2e p95 is below this fraction of its target..."
+        0.7, gt=0, lt=1, description="...and e2e p95 is below this fraction of its target..."
     )
     recover_hold_s: float = Field(5.0, ge=0, description="...both sustained for this long.")
 
