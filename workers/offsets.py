@@ -33,11 +33,12 @@ class OffsetTracker:
         self._partitions: dict[tuple[str, int], _PartitionState] = {}
 
     def register(self, topic: str, partition: int, offset: int) -> None:
-        """A message was consumed (offsets arrive in increasing order per partition)."""
+        """A message was consumed. An offset at or below the last one means the consumer was rewound
+        (offset reset, replay): the partition starts over from there, since everything after it comes again."""
         with self._lock:
             state = self._partitions.setdefault((topic, partition), _PartitionState())
             if state.pending and offset <= state.pending[-1]:
-                raise ValueError(f"{topic}[{partition}]: offset {offset} registered out of order")
+                state = self._partitions[(topic, partition)] = _PartitionState(committed=state.committed)
             state.pending.append(offset)
 
     def done(self, topic: str, partition: int, offset: int) -> None:
