@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 import threading
 import time
+import urllib.request
 from collections.abc import Callable
 
 import numpy as np
@@ -64,6 +66,20 @@ def hops_accounted(records: list[contracts.Record]) -> int:
     return len(records) + sum(r["skipped_before"] for r in records)
 
 
+def scrape_metrics(service_output: str) -> dict[str, float]:
+    """Unlabelled samples from the /metrics endpoint the service logged at start."""
+    match = re.search(r"metrics on (http://\S+/metrics)", service_output)
+    assert match, "the worker logs its metrics address"
+    with urllib.request.urlopen(match.group(1), timeout=10) as response:
+        text = response.read().decode()
+    samples = {}
+    for line in text.splitlines():
+        name, _, value = line.partition(" ")
+        if line and not line.startswith("#") and "{" not in name:
+            samples[name] = float(value)
+    return samples
+
+
 def end_offsets(settings: Settings, topic: str) -> dict[int, int]:
     """Per partition, one past its last record, read to end-of-partition (Tansu's watermarks can lag)."""
     reader = Consumer(consumer_config(settings, f"{settings.app_id}-test-end", **{"enable.partition.eof": True}))
@@ -100,6 +116,7 @@ def committed_offsets(settings: Settings) -> dict[int, int]:
 
 def test_hops_in_hypotheses_out_with_timestamps_that_add_up(make_settings: SettingsFactory, speech: np.ndarray) -> None:
     settings = make_settings(partitions=3, worker=WorkerSettings(max_latency_ms=20.0, max_batch_size=4))
+    settings.metrics.enabled = True
     hypotheses = TopicReader(settings, settings.topics.hypotheses, contracts.HYPOTHESIS)
     dead_letters = TopicReader(settings, settings.topics.dead_letter(settings.topics.hops), contracts.DEAD_LETTER)
     try:
@@ -127,6 +144,7 @@ def test_hops_in_hypotheses_out_with_timestamps_that_add_up(make_settings: Setti
             sent = feed_sessions(settings, speech, "s-", sessions=4, duration_s=1.6, seed=3)
             hypotheses.wait_for(lambda records: hops_accounted(records) >= sent)
             dead_letters.wait_for(lambda records: len(records) >= 2)
+            metrics = scrape_metrics(worker.output)
             assert worker.terminate() == 0
         assert committed_offsets(settings) == end_offsets(settings, settings.topics.hops)
     finally:
@@ -166,6 +184,11 @@ def test_hops_in_hypotheses_out_with_timestamps_that_add_up(make_settings: Setti
         assert r["beam"] == settings.worker.beam
         for word in r["words"]:
             assert r["window_start_ms"] <= word["start_ms"] <= word["end_ms"] <= r["window_end_ms"] + 1e-6
+    assert metrics["hopline_worker_hops_processed_total"] == len(records)
+    assert metrics["hopline_worker_skipped_hops_total"] == sum(r["skipped_before"] for r in records)
+    assert metrics["hopline_worker_dead_letters_total"] == 2
+    assert metrics["hopline_worker_batch_wait_seconds_count"] == len(records)
+    assert metrics["hopline_worker_gpu_infer_seconds_count"] == metrics["hopline_worker_batch_size_count"]
     reasons = sorted(d["reason"] for d in dead_letters.records)
     assert any("not an Avro single-object message" in reason for reason in reasons)
     assert any("sample_rate 8000" in reason for reason in reasons)
