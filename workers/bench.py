@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import random
 import shutil
 import subprocess
@@ -237,6 +238,7 @@ def run_bench(
 ) -> dict[str, Any]:
     """Run the headline session count and the sweep; returns the headline figures plus the curve."""
     stream, source = speech_stream(settings.audio.sample_rate)
+    load_before = os.getloadavg()[0]
     counts = sorted(set(sweep) | {sessions})
     with EmbeddedBroker() as broker:
         settings.kafka.bootstrap_servers = broker.bootstrap_servers
@@ -273,6 +275,7 @@ def run_bench(
     return {
         **headline,
         "capacity_sessions": capacity if sweep else None,
+        "capacity_bounded": any(p["queue_wait_ms_p95"] >= queue_wait_limit_ms for p in curve),
         "queue_wait_limit_ms": queue_wait_limit_ms,
         "duration_s": duration_s,
         "max_latency_ms": settings.worker.max_latency_ms,
@@ -280,6 +283,11 @@ def run_bench(
         "coalesce_stale_hops": settings.worker.coalesce_stale_hops,
         "fault_slowdown": settings.worker.fault_slowdown,
         "audio": source,
+        "device": settings.worker.device,
+        "torch_threads": settings.worker.torch_threads,
+        "cpus": os.cpu_count(),
+        "load_before": round(load_before, 2),
+        "load_after": round(os.getloadavg()[0], 2),
         "curve": curve,
     }
 
@@ -317,14 +325,17 @@ def format_report(result: dict[str, Any]) -> str:
         CURVE_HEADER,
         *(_curve_row(point) for point in result["curve"]),
         "",
-        f"capacity_sessions (queue_wait p95 < {result['queue_wait_limit_ms']:.0f} ms): {result['capacity_sessions']}",
+        f"capacity_sessions (queue_wait p95 < {result['queue_wait_limit_ms']:.0f} ms): {result['capacity_sessions']}"
+        + ("" if result["capacity_bounded"] else " (at least: no session count tried went over the limit)"),
     ]
     return "\n".join(lines)
 
 
 def write_capacity_doc(path: Path, result: dict[str, Any], command: str | None = None) -> None:
     """The capacity curve as markdown, with the command line that produced it."""
-    command = command or "hopline " + " ".join(sys.argv[1:])
+    if command is None:
+        env = [f"{key}={value}" for key, value in sorted(os.environ.items()) if key.startswith("HOPLINE_")]
+        command = " ".join([*env, "hopline", *sys.argv[1:]])
     rows = [
         "| sessions | batch_wait p50 | batch_wait p95 | queue_wait p50 | queue_wait p95 "
         "| gpu_infer p50 | gpu_infer p95 | batch mean | skipped | hypotheses |",
@@ -338,7 +349,7 @@ def write_capacity_doc(path: Path, result: dict[str, Any], command: str | None =
             f"| {p['batch_size_mean']:.2f} | {p['skipped_hops']} | {p['hypotheses']} |"
         )
     text = [
-        "# Worker capacity (CPU)",
+        "# Worker capacity",
         "",
         "Produced by:",
         "",
@@ -348,12 +359,17 @@ def write_capacity_doc(path: Path, result: dict[str, Any], command: str | None =
         "",
         f"Audio: {result['audio']}. Per session count: {result['duration_s']:.0f} s of real-time 160 ms hops, "
         f"max_latency {result['max_latency_ms']:.0f} ms, max_batch {result['max_batch_size']}, "
-        f"coalescing {'on' if result['coalesce_stale_hops'] else 'off'}. All figures in ms.",
+        f"coalescing {'on' if result['coalesce_stale_hops'] else 'off'}, device {result['device']}, "
+        f"torch threads {result['torch_threads'] or 'default'}. All figures in ms. Machine: {result['cpus']} CPUs, "
+        f"1-minute load average {result['load_before']:.1f} before and {result['load_after']:.1f} after the run "
+        "(the machine is shared: figures taken under load are noisy).",
         "",
         *rows,
         "",
         f"**capacity_sessions = {result['capacity_sessions']}** "
-        f"(largest session count whose queue_wait p95 stays under {result['queue_wait_limit_ms']:.0f} ms).",
+        f"(largest session count whose queue_wait p95 stays under {result['queue_wait_limit_ms']:.0f} ms"
+        + ("" if result["capacity_bounded"] else "; a lower bound, no count tried went over")
+        + ").",
         "",
         "Raw result:",
         "",
