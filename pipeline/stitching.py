@@ -140,7 +140,7 @@ class SessionState:
             committed=[Word.from_record(w) for w in record["committed"]],
             tail=[Word.from_record(w) for w in record["tail"]],
             horizon_ms=_none_to_minus_inf(record["horizon_ms"]),
-            last_word=Word.from_record(record["last_word"]) if record["last_word"] else None,
+            last_word=Word.from_record(record["last_word"]) if record.get("last_word") else None,
             last_emit_stream_ms=_none_to_minus_inf(record["last_emit_stream_ms"]),
             last_emit_wall_ms=_none_to_minus_inf(record["last_emit_wall_ms"]),
             last_first_capture_ts_ms=float(record["last_first_capture_ts_ms"]),
