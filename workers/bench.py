@@ -201,6 +201,8 @@ def summarize(sessions: int, hops_sent: int, hypotheses: Sequence[contracts.Reco
             for h in hypotheses
         ],
         "gpu_infer": [h["infer_end_ts_ms"] - h["infer_start_ts_ms"] for h in hypotheses],
+        "queue_wait_kafka": [h["received_ts_ms"] - h["hop_published_ts_ms"] for h in hypotheses],
+        "queue_wait_gpu": [h["infer_start_ts_ms"] - h["batch_closed_ts_ms"] for h in hypotheses],
     }
     batches = {(h["worker_id"], h["infer_start_ts_ms"]): h["batch_size"] for h in hypotheses}
     sizes = Counter(batches.values())
@@ -317,6 +319,11 @@ def format_report(result: dict[str, Any]) -> str:
         p50, p95 = result[f"{component}_ms_p50"], result[f"{component}_ms_p95"]
         lines.append(f"{component:<12}{p50:>10.1f}{p95:>10.1f}")
     distribution = ", ".join(f"{size}: {n}" for size, n in result["batch_size_distribution"].items())
+    lines.append(
+        f"  (queue_wait in Kafka {result['queue_wait_kafka_ms_p50']:.1f} / {result['queue_wait_kafka_ms_p95']:.1f}, "
+        f"closed batch waiting for the GPU {result['queue_wait_gpu_ms_p50']:.1f} / "
+        f"{result['queue_wait_gpu_ms_p95']:.1f})"
+    )
     lines += [
         f"batch sizes (batches): {distribution}; mean {result['batch_size_mean']:.2f}",
         f"hops {result['hops_sent']}, hypotheses {result['hypotheses']}, skipped {result['skipped_hops']}",
