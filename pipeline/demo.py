@@ -31,7 +31,7 @@ from pipeline.control import ControlFollower
 from pipeline.control_policy import percentile
 from pipeline.errors import CliError
 from pipeline.kafka import consumer_config, create_topics, now_ms
-from pipeline.producer import read_wav
+from pipeline.producer import AudioProducer, AudioStream, read_wav
 from pipeline.report import LatencyReport, build_report, format_report, plot_breakdown, read_decisions, read_events
 from pipeline.settings import Settings
 from pipeline.supervisor import ServiceFailed, ServiceProcess
@@ -45,6 +45,8 @@ MODEL_RATE = 16000
 GAP_S = 1.0
 #: Every PHONE_EVERY-th session is sent as 8 kHz mu-law, like a telephony gateway would.
 PHONE_EVERY = 5
+#: Seconds of audio in the warm-up session that runs through every service before the measured ones.
+WARM_UP_S = 2.0
 #: Queue-wait and e2e figures "after settling" leave out the first SETTLE_S seconds of a run.
 SETTLE_S = 10.0
 
@@ -146,8 +148,9 @@ class TranscriptClient:
     segments (one per segment number, so a repeated final after a restart counts once).
     """
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, ignore: frozenset[str] = frozenset()) -> None:
         self._settings = settings
+        self._ignore = ignore
         self._consumer = Consumer(consumer_config(settings, group_id=f"{settings.app_id}-demo-client"))
         topics = [settings.topics.transcripts, settings.topics.latency]
         assignment = []
@@ -183,7 +186,8 @@ class TranscriptClient:
             event = contracts.LATENCY.decode(value)
         except contracts.ContractError:
             return
-        self.latency.append((event["event_ts_ms"], event["e2e_ms"], event["queue_wait_ms"], event["session_id"]))
+        if event["session_id"] not in self._ignore:
+            self.latency.append((event["event_ts_ms"], event["e2e_ms"], event["queue_wait_ms"], event["session_id"]))
 
     def _take_transcript(self, value: bytes | None, received_ms: float) -> None:
         try:
@@ -191,8 +195,9 @@ class TranscriptClient:
         except contracts.ContractError:
             return
         outcome = self.sessions.setdefault(transcript["session_id"], SessionOutcome())
-        self.egress_ms.append(received_ms - transcript["published_ts_ms"])
-        self.delivered_e2e_ms.append(received_ms - transcript["first_capture_ts_ms"])
+        if transcript["session_id"] not in self._ignore:
+            self.egress_ms.append(received_ms - transcript["published_ts_ms"])
+            self.delivered_e2e_ms.append(received_ms - transcript["first_capture_ts_ms"])
         if transcript["kind"] == "final":
             outcome.finals[transcript["segment"]] = transcript["text"]
         else:
@@ -211,6 +216,11 @@ class TranscriptClient:
         with self._lock:
             outcome = self.sessions.get(session_id)
             return " ".join(outcome.finals[k] for k in sorted(outcome.finals)) if outcome else ""
+
+    def has_final(self, session_id: str) -> bool:
+        with self._lock:
+            outcome = self.sessions.get(session_id)
+            return bool(outcome and outcome.finals)
 
     def quiet_for(self) -> float:
         with self._lock:
@@ -302,26 +312,20 @@ def running_services(
                 say(f"  {role} ignored SIGTERM and was killed")
 
 
-def stream_sessions(
-    settings: Settings, plans: Sequence[SessionPlan], stop: threading.Event, control: ControlFollower
-) -> dict[str, int]:
+def stream_sessions(producer: AudioProducer, plans: Sequence[SessionPlan], stop: threading.Event) -> dict[str, int]:
     """Stream every plan concurrently in real time; returns frames sent per admitted session.
 
     Admission control may refuse sessions (degradation level 5): they are left out of the result.
+    Reuse one producer across calls: a new idempotent producer's first frames wait for its
+    producer id, which would show up as ``net`` latency on every session's first hops.
     """
-    from pipeline.producer import AudioProducer, AudioStream
-
-    producer = AudioProducer(settings, control=control)
     streams = [
         AudioStream(plan.session_id, plan.audio(), plan.codec, plan.sample_rate, source_rate=MODEL_RATE)
         for plan in plans
     ]
-    try:
-        return producer.stream_many(streams, realtime=True, stop=stop)
-    finally:
-        report = producer.close()
-        if report.failed or report.pending:
-            log.error("frames: %d failed, %d undelivered: %s", report.failed, report.pending, report.errors[:3])
+    sent = producer.stream_many(streams, realtime=True, stop=stop)
+    producer.flush()
+    return sent
 
 
 def run_demo(settings: Settings, options: RunOptions, say: Callable[[str], None] | None = None) -> DemoResult:
@@ -341,27 +345,56 @@ def run_demo(settings: Settings, options: RunOptions, say: Callable[[str], None]
             f"({sum(p.codec == 'mulaw' for p in plans)} as 8 kHz mu-law), slowdown {options.slowdown:g}x, "
             f"controller {'on' if options.controller else 'off'}"
         )
-        client = TranscriptClient(settings)
+        warm_up = _warm_up_plan(samples, run_id)
+        client = TranscriptClient(settings, ignore=frozenset({warm_up.session_id}))
         follower = ControlFollower(settings).start()
+        producer = AudioProducer(settings, control=follower)
         exit_codes: dict[str, int | None] = {}
         try:
             with running_services(settings, options, say) as services:
+                _warm_up(producer, warm_up, client, say)
                 streamed_s, stream_start_ms, refused = _stream_with_progress(
-                    settings, plans, client, follower, services, say
+                    producer, plans, client, follower, services, say
                 )
                 _drain(client, say)
             exit_codes = {role: service.process.returncode for role, service in services.items()}
         finally:
+            delivery = producer.close()
             follower.close()
             client.close()
+        if delivery.failed or delivery.pending:
+            say(f"frames: {delivery.failed} failed, {delivery.pending} undelivered: {delivery.errors[:3]}")
         events, invalid = read_events(settings, None)
+        events = [e for e in events if e["session_id"] != warm_up.session_id]
         report = build_report(events, read_decisions(settings, None), invalid)
         admitted = [plan for plan in plans if plan.session_id not in refused]
         return _result(options, report, events, client, admitted, exit_codes, streamed_s, stream_start_ms, len(refused))
 
 
+def _warm_up_plan(samples: Sequence[Utterance], run_id: str, seconds: float = WARM_UP_S) -> SessionPlan:
+    first = samples[0]
+    clip = Utterance(first.audio[: int(seconds * MODEL_RATE)], "", f"{first.name} (warm-up)")
+    return SessionPlan(f"{run_id}-warmup", (clip,), "pcm16", MODEL_RATE)
+
+
+def _warm_up(
+    producer: AudioProducer,
+    plan: SessionPlan,
+    client: TranscriptClient,
+    say: Callable[[str], None],
+    limit_s: float = 20.0,
+) -> None:
+    """One short session through every service first (lazy initialisation), left out of the figures."""
+    started = time.monotonic()
+    stream_sessions(producer, [plan], threading.Event())
+    deadline = time.monotonic() + limit_s
+    while not client.has_final(plan.session_id) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    say(f"  warm-up session done ({time.monotonic() - started:.1f} s; not in the figures)")
+
+
 def _stream_with_progress(
-    settings: Settings,
+    producer: AudioProducer,
     plans: Sequence[SessionPlan],
     client: TranscriptClient,
     follower: ControlFollower,
@@ -374,7 +407,7 @@ def _stream_with_progress(
 
     def produce() -> None:
         try:
-            admitted.update(stream_sessions(settings, plans, stop, follower))
+            admitted.update(stream_sessions(producer, plans, stop))
         except Exception as exc:
             failure.append(exc)
 
