@@ -1,0 +1,23 @@
+"""hopline's speech recognizer. Attributes load lazily so that importing the CLI stays fast (no torch)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from workers.asr.checkpoint import DEFAULT_CHECKPOINT, CheckpointError
+    from workers.asr.recognizer import Recognition, Recognizer, WordTiming
+
+__all__ = ["DEFAULT_CHECKPOINT", "CheckpointError", "Recognition", "Recognizer", "WordTiming"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("DEFAULT_CHECKPOINT", "CheckpointError"):
+        from workers.asr import checkpoint
+
+        return getattr(checkpoint, name)
+    if name in ("Recognition", "Recognizer", "WordTiming"):
+        from workers.asr import recognizer
+
+        return getattr(recognizer, name)
+    raise AttributeError(f"module 'workers.asr' has no attribute {name!r}")

@@ -1,0 +1,131 @@
+"""CTC beam search constrained to the domain lexicon, scored with the word trigram LM (flashlight-text).
+
+Beam widths 1, 2 and 4 share one trie and LM; a decoder object per width is built once. Word timings
+come from the best path: a word starts at the first frame of its first phoneme and ends after the
+frame of its last one.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from flashlight.lib.text.decoder import (
+    CriterionType,
+    LexiconDecoder,
+    LexiconDecoderOptions,
+    SmearingMode,
+    Trie,
+)
+from flashlight.lib.text.decoder.kenlm import KenLM
+from flashlight.lib.text.dictionary import Dictionary
+
+BEAMS = (1, 2, 4)
+
+
+@dataclass(frozen=True)
+class DecoderConfig:
+    lm_weight: float = 1.0
+    word_score: float = 0.0
+    beam_size_token: int = 12
+    beam_threshold: float = 20.0
+
+
+@dataclass(frozen=True)
+class DecodedWord:
+    word: str
+    start_frame: int
+    end_frame: int  # exclusive
+    confidence: float
+
+
+def read_lexicon(path: Path) -> dict[str, list[list[str]]]:
+    lexicon: dict[str, list[list[str]]] = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            word, pron = line.split("\t")
+            lexicon.setdefault(word, []).append(pron.split())
+    return lexicon
+
+
+class LexiconBeamDecoder:
+    """Decodes [T, tokens] CTC log-probabilities into words with frame spans."""
+
+    def __init__(
+        self,
+        tokens: list[str],
+        lexicon: dict[str, list[list[str]]],
+        lm_path: Path,
+        config: DecoderConfig = DecoderConfig(),
+    ) -> None:
+        self.tokens = tokens
+        self.index = {t: i for i, t in enumerate(tokens)}
+        self.blank = self.index["<blank>"]
+        self.sil = self.index["|"]  # the model never emits it: words follow each other through blanks
+        self.config = config
+        self.words = sorted(lexicon)
+        word_dict = Dictionary(self.words)
+        word_dict.add_entry("<unk>")
+        self.word_dict = word_dict
+        self.lm = KenLM(str(lm_path), word_dict)
+        self.trie = Trie(len(tokens), self.sil)
+        start = self.lm.start(False)
+        for word in self.words:
+            wid = word_dict.get_index(word)
+            _, score = self.lm.score(start, wid)
+            for pron in lexicon[word]:
+                self.trie.insert([self.index[p] for p in pron], wid, score)
+        self.trie.smear(SmearingMode.MAX)
+        self.unk = word_dict.get_index("<unk>")
+        self._decoders = {beam: self._make(beam) for beam in BEAMS}
+
+    def _make(self, beam: int) -> LexiconDecoder:
+        c = self.config
+        opts = LexiconDecoderOptions(
+            beam_size=beam,
+            beam_size_token=c.beam_size_token,
+            beam_threshold=c.beam_threshold,
+            lm_weight=c.lm_weight,
+            word_score=c.word_score,
+            unk_score=-math.inf,
+            sil_score=0.0,
+            log_add=False,
+            criterion_type=CriterionType.CTC,
+        )
+        return LexiconDecoder(opts, self.trie, self.lm, self.sil, self.blank, self.unk, [], False)
+
+    def decode(self, log_probs: torch.Tensor, beam: int = 4) -> list[DecodedWord]:
+        """Best word sequence for one window's [T, tokens] log-probabilities (CPU float32)."""
+        if beam not in self._decoders:
+            raise ValueError(f"beam must be one of {BEAMS}, got {beam}")
+        emissions = log_probs.detach().to("cpu", torch.float32).contiguous()
+        t, n = emissions.shape
+        if t == 0:
+            return []
+        results = self._decoders[beam].decode(emissions.data_ptr(), t, n)
+        if not results:
+            return []
+        return self._words(results[0].tokens, results[0].words, emissions.numpy())
+
+    def _words(self, tokens: list[int], words: list[int], emissions: np.ndarray) -> list[DecodedWord]:
+        """Split the best path into words: the path's tokens (one per frame) and where words complete."""
+        t = emissions.shape[0]
+        path = list(tokens)[1 : t + 1]  # flashlight pads the path with a start and an end entry
+        ends = list(words)[1 : t + 1]
+        out: list[DecodedWord] = []
+        start: int | None = None
+        for frame, (tok, wid) in enumerate(zip(path, ends, strict=False)):
+            if start is None and tok not in (self.blank, self.sil):
+                start = frame
+            if wid >= 0:
+                begin = frame if start is None else start
+                last = frame
+                while last + 1 < len(path) and path[last + 1] == tok and tok != self.blank:
+                    last += 1
+                conf = float(np.exp(np.mean([emissions[f, path[f]] for f in range(begin, last + 1)])))
+                out.append(DecodedWord(self.word_dict.get_entry(wid), begin, last + 1, conf))
+                start = None
+        return out
