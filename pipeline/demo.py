@@ -35,7 +35,7 @@ from pipeline.producer import AudioProducer, AudioStream, read_wav
 from pipeline.report import LatencyReport, build_report, format_report, plot_breakdown, read_decisions, read_events
 from pipeline.settings import Settings
 from pipeline.supervisor import ServiceFailed, ServiceProcess
-from pipeline.wer import word_errors
+from pipeline.wer import matched_reference_words, normalize, word_errors
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +56,8 @@ class Utterance:
     audio: np.ndarray  # int16, 16 kHz mono
     text: str
     name: str
+    #: End time (s) of each word of ``normalize(text)``; empty when the manifest has no word times.
+    word_ends_s: tuple[float, ...] = ()
 
     @property
     def seconds(self) -> float:
@@ -74,6 +76,18 @@ class SessionPlan:
     @property
     def reference(self) -> str:
         return " ".join(u.text for u in self.utterances)
+
+    def timed_reference(self) -> list[tuple[str, float]] | None:
+        """Reference words with their end time in the session's stream (s), or None without word times."""
+        words: list[tuple[str, float]] = []
+        offset = 0.0
+        for utterance in self.utterances:
+            tokens = normalize(utterance.text)
+            if len(utterance.word_ends_s) != len(tokens):
+                return None
+            words += [(word, offset + end) for word, end in zip(tokens, utterance.word_ends_s, strict=True)]
+            offset += utterance.seconds + GAP_S
+        return words
 
     def audio(self) -> np.ndarray:
         """int16 mono at 16 kHz: the utterances with GAP_S of silence after each."""
@@ -135,10 +149,23 @@ def plan_sessions(
     return plans
 
 
+@dataclass(frozen=True)
+class Received:
+    """One transcript as the client got it."""
+
+    received_ms: float
+    kind: str
+    segment: int
+    text: str
+    first_capture_ts_ms: float
+    hop_seq: int
+
+
 @dataclass
 class SessionOutcome:
     finals: dict[int, str] = field(default_factory=dict)
     partials: int = 0
+    received: list[Received] = field(default_factory=list)
 
 
 class TranscriptClient:
@@ -202,6 +229,16 @@ class TranscriptClient:
             outcome.finals[transcript["segment"]] = transcript["text"]
         else:
             outcome.partials += 1
+        outcome.received.append(
+            Received(
+                received_ms,
+                transcript["kind"],
+                transcript["segment"],
+                transcript["text"],
+                transcript["first_capture_ts_ms"],
+                transcript["hop_seq"],
+            )
+        )
 
     def progress(self, recent_s: float = 10.0, live_s: float = 2.0) -> tuple[int, int, float, float]:
         """(sessions with a hop in the last ``live_s``, hops so far, e2e p95 and queue_wait p95 over ``recent_s``)."""
@@ -217,6 +254,11 @@ class TranscriptClient:
             outcome = self.sessions.get(session_id)
             return " ".join(outcome.finals[k] for k in sorted(outcome.finals)) if outcome else ""
 
+    def received(self, session_id: str) -> list[Received]:
+        with self._lock:
+            outcome = self.sessions.get(session_id)
+            return list(outcome.received) if outcome else []
+
     def has_final(self, session_id: str) -> bool:
         with self._lock:
             outcome = self.sessions.get(session_id)
@@ -230,6 +272,36 @@ class TranscriptClient:
         self._stop.set()
         self._thread.join(2.0)
         self._consumer.close()
+
+
+def word_emission_latencies(plan: SessionPlan, received: Sequence[Received], hop_ms: float) -> list[float]:
+    """Per correctly transcribed word: ms from the word's end in the stream to its first appearance at the client.
+
+    A word counts when the final transcript has it right; it "appears" in the first transcript
+    (partial or final) whose words, after the session's earlier finals, align it correctly. The
+    stream's start is recovered from the hops: hop k's first frame was captured at start + k x hop.
+    """
+    reference = plan.timed_reference()
+    if reference is None or not received:
+        return []
+    words = [word for word, _ in reference]
+    start_ms = min(r.first_capture_ts_ms - r.hop_seq * hop_ms for r in received)
+    finals: dict[int, list[str]] = {}
+    first_seen: dict[int, float] = {}
+    previous: list[str] | None = None
+    for record in sorted(received, key=lambda r: r.received_ms):
+        earlier = [w for segment in sorted(finals) if segment < record.segment for w in finals[segment]]
+        hypothesis = earlier + normalize(record.text)
+        if record.kind == "final":
+            finals[record.segment] = normalize(record.text)
+        if hypothesis == previous:
+            continue
+        previous = hypothesis
+        for index in matched_reference_words(words, hypothesis, prefix=True):
+            first_seen.setdefault(index, record.received_ms)
+    final_words = [w for segment in sorted(finals) for w in finals[segment]]
+    correct = matched_reference_words(words, final_words)
+    return [first_seen[i] - (start_ms + reference[i][1] * 1000.0) for i in sorted(correct) if i in first_seen]
 
 
 @dataclass(frozen=True)
@@ -250,6 +322,7 @@ class DemoResult:
     settled: dict[str, float | None]
     egress_ms_p50: float
     egress_ms_p95: float
+    word_emission_ms: list[float]
     wer: float
     examples: list[tuple[str, str, str, float]]  # session, reference, hypothesis, WER
     exit_codes: dict[str, int | None]
@@ -267,6 +340,9 @@ class DemoResult:
                 "wer": round(self.wer, 4),
                 "egress_ms_p50": _rounded(self.egress_ms_p50),
                 "egress_ms_p95": _rounded(self.egress_ms_p95),
+                "word_emission_ms_p50": _rounded(percentile(self.word_emission_ms, 50)),
+                "word_emission_ms_p95": _rounded(percentile(self.word_emission_ms, 95)),
+                "word_emission_words": len(self.word_emission_ms),
                 "max_level": max(levels, default=0),
                 "final_level": levels[-1] if levels else 0,
                 "streamed_s": round(self.streamed_s, 1),
@@ -368,7 +444,9 @@ def run_demo(settings: Settings, options: RunOptions, say: Callable[[str], None]
         events = [e for e in events if e["session_id"] != warm_up.session_id]
         report = build_report(events, read_decisions(settings, None), invalid)
         admitted = [plan for plan in plans if plan.session_id not in refused]
-        return _result(options, report, events, client, admitted, exit_codes, streamed_s, stream_start_ms, len(refused))
+        return _result(
+            options, report, events, client, admitted, exit_codes, streamed_s, stream_start_ms, len(refused), settings
+        )
 
 
 def _warm_up_plan(samples: Sequence[Utterance], run_id: str, seconds: float = WARM_UP_S) -> SessionPlan:
@@ -459,6 +537,7 @@ def _result(
     streamed_s: float,
     stream_start_ms: float,
     refused: int,
+    settings: Settings,
 ) -> DemoResult:
     settled_from = stream_start_ms + SETTLE_S * 1000.0
     settled = [e for e in events if e["event_ts_ms"] >= settled_from]
@@ -469,7 +548,9 @@ def _result(
     }
     total_errors = total_words = 0
     examples = []
+    emission: list[float] = []
     for plan in plans:
+        emission += word_emission_latencies(plan, client.received(plan.session_id), settings.audio.hop_ms)
         hypothesis = client.transcript(plan.session_id)
         errors, words = word_errors(plan.reference, hypothesis)
         total_errors += errors
@@ -482,6 +563,7 @@ def _result(
         settled=settled_figures,
         egress_ms_p50=percentile(client.egress_ms, 50),
         egress_ms_p95=percentile(client.egress_ms, 95),
+        word_emission_ms=emission,
         wer=total_errors / total_words if total_words else 0.0,
         examples=examples,
         exit_codes=exit_codes,
@@ -495,6 +577,12 @@ def format_result(result: DemoResult, examples: int = 4) -> str:
     lines.append(
         f"delivery to the client (egress): p50 {result.egress_ms_p50:.1f} ms, p95 {result.egress_ms_p95:.1f} ms"
     )
+    if result.word_emission_ms:
+        emission = result.word_emission_ms
+        lines.append(
+            f"word emission (correct words, word end -> first shown to the client): "
+            f"p50 {percentile(emission, 50):.0f} ms, p95 {percentile(emission, 95):.0f} ms ({len(emission)} words)"
+        )
     settled = result.settled
     if settled["events"]:
         lines.append(

@@ -32,3 +32,35 @@ def word_errors(reference: str, hypothesis: str) -> tuple[int, int]:
 def wer(reference: str, hypothesis: str) -> float:
     errors, words = word_errors(reference, hypothesis)
     return errors / words if words else float(errors > 0)
+
+
+def matched_reference_words(reference: list[str], hypothesis: list[str], prefix: bool = False) -> set[int]:
+    """Indices of reference words a minimum-edit alignment pairs with an identical hypothesis word.
+
+    With ``prefix`` the hypothesis is a transcript in progress: reference words after its end
+    cost nothing, so a partial aligns with the start of the reference, not a later repeat.
+    """
+    rows, cols = len(reference) + 1, len(hypothesis) + 1
+    cost = [[0] * cols for _ in range(rows)]
+    for i in range(rows):
+        cost[i][0] = i
+    for j in range(cols):
+        cost[0][j] = j
+    for i in range(1, rows):
+        for j in range(1, cols):
+            same = reference[i - 1] == hypothesis[j - 1]
+            cost[i][j] = min(cost[i - 1][j] + 1, cost[i][j - 1] + 1, cost[i - 1][j - 1] + (not same))
+    i = min(range(rows), key=lambda row: (cost[row][-1], row)) if prefix else len(reference)
+    j = len(hypothesis)
+    matched = set()
+    while i > 0 and j > 0:
+        same = reference[i - 1] == hypothesis[j - 1]
+        if cost[i][j] == cost[i - 1][j - 1] + (not same):
+            if same:
+                matched.add(i - 1)
+            i, j = i - 1, j - 1
+        elif cost[i][j] == cost[i - 1][j] + 1:
+            i -= 1
+        else:
+            j -= 1
+    return matched

@@ -5,9 +5,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.demo import GAP_S, MODEL_RATE, Utterance, load_samples, plan_sessions
+from pipeline.demo import (
+    GAP_S,
+    MODEL_RATE,
+    Received,
+    SessionPlan,
+    Utterance,
+    load_samples,
+    plan_sessions,
+    word_emission_latencies,
+)
 from pipeline.errors import CliError
-from pipeline.wer import normalize, wer, word_errors
+from pipeline.wer import matched_reference_words, normalize, wer, word_errors
 
 
 def test_wer_counts_substitutions_deletions_insertions_on_normalized_words() -> None:
@@ -52,3 +61,40 @@ def test_missing_or_broken_samples_are_one_line_errors(tmp_path: Path) -> None:
     (tmp_path / "manifest.json").write_text(json.dumps([{"file": "absent.wav", "text": "x"}]))
     with pytest.raises(CliError, match="cannot read"):
         load_samples(tmp_path)
+
+
+def test_alignment_names_the_reference_words_transcribed_correctly() -> None:
+    assert matched_reference_words(["a", "b", "c", "d"], ["a", "x", "c", "d", "e"]) == {0, 2, 3}
+    assert matched_reference_words(["a", "b"], []) == set()
+
+
+def test_word_emission_counts_correct_words_from_their_end_to_first_appearance() -> None:
+    clip = Utterance(np.zeros(MODEL_RATE, dtype=np.int16), "two large fries", "c", word_ends_s=(0.3, 0.6, 0.9))
+    plan = SessionPlan("s", (clip, clip), "pcm16", MODEL_RATE)
+    start = 1_000_000.0
+    second = (1.0 + GAP_S) * 1000.0  # the second utterance starts after the first and its gap
+
+    def got(at_ms: float, kind: str, segment: int, text: str) -> Received:
+        hop_seq = 3
+        return Received(start + at_ms, kind, segment, text, start + hop_seq * 160.0, hop_seq)
+
+    received = [
+        got(500, "partial", 0, "two"),
+        got(800, "partial", 0, "two large"),
+        got(1200, "final", 0, "two large fries"),
+        got(second + 700, "partial", 1, "two larch"),
+        got(second + 1100, "final", 1, "two larch fries"),
+    ]
+    latencies = word_emission_latencies(plan, received, hop_ms=160.0)
+    assert latencies == pytest.approx([200.0, 200.0, 300.0, 400.0, 200.0]), "'large' of the second is wrong"
+
+
+def test_word_emission_needs_word_times() -> None:
+    plan = SessionPlan("s", (utterance(1.0, "hello"),), "pcm16", MODEL_RATE)
+    assert word_emission_latencies(plan, [Received(1.0, "final", 0, "hello", 0.0, 0)], 160.0) == []
+
+
+def test_a_partial_aligns_with_the_start_of_a_repeated_reference() -> None:
+    reference = ["two", "large", "fries", "two", "large", "fries"]
+    assert matched_reference_words(reference, ["two"], prefix=True) == {0}
+    assert matched_reference_words(reference, ["two", "large", "fries", "two"], prefix=True) == {0, 1, 2, 3}
