@@ -29,7 +29,7 @@ from confluent_kafka.admin import AdminClient
 from prometheus_client import Counter, Gauge, Histogram
 
 from pipeline import contracts
-from pipeline.control import ControlFollower
+from pipeline.control import ControlFollower, Knobs
 from pipeline.errors import CliError
 from pipeline.kafka import DeadLetters, consumer_config, make_producer, now_ms
 from pipeline.metrics import BATCH_SIZE_BUCKETS, LATENCY_BUCKETS_S
@@ -158,6 +158,37 @@ def build_hypothesis(
     }
 
 
+def infer_batch(
+    recognizer: Transcriber, batch: Batch[HopJob], knobs: Knobs, worker_id: str, fault_slowdown: float = 1.0
+) -> list[contracts.Record]:
+    """One recognizer call for a closed batch; one hypothesis per hop with every latency timestamp.
+
+    ``fault_slowdown`` (a TEST KNOB, 1 = off) sleeps (X-1) x the inference time afterwards and
+    counts the sleep as inference, so the worker behaves like a GPU X times slower.
+    """
+    infer_start = now_ms()
+    recognitions = recognizer.transcribe([job.audio for job in batch.items], knobs.beam)
+    infer_end = now_ms()
+    if fault_slowdown > 1.0:
+        time.sleep((fault_slowdown - 1.0) * (infer_end - infer_start) / 1000.0)
+        infer_end = now_ms()
+    return [
+        build_hypothesis(
+            entry.item,
+            recognition,
+            beam=knobs.beam,
+            batch_size=len(batch),
+            control_level=knobs.level,
+            worker_id=worker_id,
+            batch_closed_ts_ms=max(entry.closed_at * 1000.0, entry.item.received_ts_ms),
+            infer_start_ts_ms=infer_start,
+            infer_end_ts_ms=infer_end,
+            skipped_before=entry.skipped_before,
+        )
+        for entry, recognition in zip(batch.entries, recognitions, strict=True)
+    ]
+
+
 def default_worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
@@ -244,36 +275,17 @@ class HopWorker:
         future.add_done_callback(lambda done: self._on_done(job, done))
 
     def _run_batch(self, batch: Batch[HopJob]) -> list[contracts.Record]:
-        """Runs on the inference thread: one recognizer call for the whole batch."""
-        knobs = self.control.knobs
-        infer_start = now_ms()
-        recognitions = self.recognizer.transcribe([job.audio for job in batch.items], knobs.beam)
-        infer_end = now_ms()
-        if self.settings.worker.fault_slowdown > 1.0:
-            time.sleep((self.settings.worker.fault_slowdown - 1.0) * (infer_end - infer_start) / 1000.0)
-            infer_end = now_ms()
-        hypotheses = []
-        for entry, recognition in zip(batch.entries, recognitions, strict=True):
-            job = entry.item
-            closed = max(entry.closed_at * 1000.0, job.received_ts_ms)
-            hypotheses.append(
-                build_hypothesis(
-                    job,
-                    recognition,
-                    beam=knobs.beam,
-                    batch_size=len(batch),
-                    control_level=knobs.level,
-                    worker_id=self.worker_id,
-                    batch_closed_ts_ms=closed,
-                    infer_start_ts_ms=infer_start,
-                    infer_end_ts_ms=infer_end,
-                    skipped_before=entry.skipped_before,
-                )
-            )
-            BATCH_WAIT.observe((closed - job.received_ts_ms) / 1000.0)
-            kafka_wait = max(0.0, job.received_ts_ms - job.hop["published_ts_ms"])
-            QUEUE_WAIT.observe((kafka_wait + infer_start - closed) / 1000.0)
-        GPU_INFER.observe((infer_end - infer_start) / 1000.0)
+        """Runs on the inference thread: the batch through the recognizer at the beam in force, then metrics."""
+        hypotheses = infer_batch(
+            self.recognizer, batch, self.control.knobs, self.worker_id, self.settings.worker.fault_slowdown
+        )
+        for hypothesis in hypotheses:
+            received, closed = hypothesis["received_ts_ms"], hypothesis["batch_closed_ts_ms"]
+            kafka_wait = max(0.0, received - hypothesis["hop_published_ts_ms"])
+            BATCH_WAIT.observe((closed - received) / 1000.0)
+            QUEUE_WAIT.observe((kafka_wait + hypothesis["infer_start_ts_ms"] - closed) / 1000.0)
+        if hypotheses:
+            GPU_INFER.observe((hypotheses[0]["infer_end_ts_ms"] - hypotheses[0]["infer_start_ts_ms"]) / 1000.0)
         BATCH_SIZE.observe(len(batch))
         PROCESSED.inc(len(batch))
         return hypotheses

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -9,7 +11,11 @@ import numpy as np
 import pytest
 
 from pipeline import contracts
-from workers.worker import HopJob, InvalidHop, build_hypothesis, hop_audio
+from pipeline.control import ladder
+from pipeline.kafka import now_ms
+from pipeline.settings import Settings
+from workers.batching import Batch, BatchPolicy, Pending
+from workers.worker import HopJob, InvalidHop, build_hypothesis, hop_audio, infer_batch
 
 
 @dataclass(frozen=True)
@@ -94,3 +100,49 @@ def test_hypothesis_moves_word_times_to_stream_time_and_carries_every_timestamp(
     assert (record["beam"], record["batch_size"], record["control_level"], record["skipped_before"]) == (2, 3, 3, 1)
     decoded = contracts.HYPOTHESIS.decode(contracts.HYPOTHESIS.encode(record))
     assert (decoded["text"], decoded["words"][1]["start_ms"], decoded["is_final"]) == ("two pizzas", 2350.0, False)
+
+
+class TimedRecognizer:
+    """Sleeps like a model would and remembers the beam it was asked for and how long it took."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.beams: list[int] = []
+        self.took_ms: list[float] = []
+
+    def transcribe(self, windows: Sequence[np.ndarray], beam: int) -> list[Recognition]:
+        started = time.perf_counter()
+        time.sleep(self.seconds)
+        self.beams.append(beam)
+        self.took_ms.append((time.perf_counter() - started) * 1000.0)
+        return [Recognition("hi", (Word("hi", 0.0, 0.1, 1.0),), 1.0) for _ in windows]
+
+
+def closed_batch(sessions: str) -> Batch[HopJob]:
+    policy: BatchPolicy[HopJob] = BatchPolicy(max_batch_size=8, max_latency_s=0.0, clock=lambda: now_ms() / 1000.0)
+    for session in sessions:
+        received = now_ms()
+        job = HopJob(make_hop(session_id=session), np.zeros(1600, np.float32), received, None)  # type: ignore[arg-type]
+        policy.offer(Pending(session, 0, False, job, received_at=received / 1000.0))
+    batch = policy.take(force=True)
+    assert batch is not None
+    return batch
+
+
+def test_a_batch_runs_at_the_beam_and_level_in_force_with_ordered_timestamps() -> None:
+    recognizer = TimedRecognizer(0.001)
+    knobs = ladder(Settings())[3]
+    records = infer_batch(recognizer, closed_batch("abc"), knobs, "w1")
+    assert recognizer.beams == [2]
+    assert [r["session_id"] for r in records] == ["a", "b", "c"]
+    for r in records:
+        assert (r["beam"], r["control_level"], r["batch_size"], r["worker_id"]) == (2, 3, 3, "w1")
+        stamps = [r["received_ts_ms"], r["batch_closed_ts_ms"], r["infer_start_ts_ms"], r["infer_end_ts_ms"]]
+        assert stamps == sorted(stamps)
+
+
+def test_fault_slowdown_makes_inference_take_x_times_as_long() -> None:
+    recognizer = TimedRecognizer(0.01)
+    records = infer_batch(recognizer, closed_batch("a"), ladder(Settings())[0], "w1", fault_slowdown=3.0)
+    gpu_infer_ms = records[0]["infer_end_ts_ms"] - records[0]["infer_start_ts_ms"]
+    assert gpu_infer_ms >= 3.0 * recognizer.took_ms[0]
