@@ -10,9 +10,10 @@ from collections.abc import Callable
 
 import numpy as np
 import pytest
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
 from pipeline import contracts
+from pipeline.control import GLOBAL_SCOPE, ladder
 from pipeline.kafka import consumer_config, make_producer
 from pipeline.settings import Settings, WorkerSettings
 from tests.conftest import SettingsFactory
@@ -64,6 +65,32 @@ class TopicReader:
 
 def hops_accounted(records: list[contracts.Record]) -> int:
     return len(records) + sum(r["skipped_before"] for r in records)
+
+
+def publish_control(producer: Producer, settings: Settings, level: int) -> None:
+    """What the controller would publish for ``level`` of the degradation ladder."""
+    knobs = ladder(settings)[level]
+    command = {
+        "scope": GLOBAL_SCOPE,
+        "seq": 1,
+        "level": knobs.level,
+        "emit_interval_ms": knobs.emit_interval_ms,
+        "window_secs": knobs.window_secs,
+        "beam": knobs.beam,
+        "admit_new_sessions": knobs.admit_new_sessions,
+        "reason": "test",
+        "metrics": {},
+        "issued_ts_ms": 0.0,
+    }
+    producer.produce(settings.topics.control, key=GLOBAL_SCOPE, value=contracts.CONTROL.encode(command))
+    producer.flush(10)
+
+
+def wait_for_line(service: ServiceProcess, text: str, timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not any(text in line for line in list(service.lines)):
+        assert time.monotonic() < deadline, f"no {text!r} in:\n{service.output[-2000:]}"
+        time.sleep(0.05)
 
 
 def scrape_metrics(service_output: str) -> dict[str, float]:
@@ -120,9 +147,11 @@ def test_hops_in_hypotheses_out_with_timestamps_that_add_up(make_settings: Setti
     hypotheses = TopicReader(settings, settings.topics.hypotheses, contracts.HYPOTHESIS)
     dead_letters = TopicReader(settings, settings.topics.dead_letter(settings.topics.hops), contracts.DEAD_LETTER)
     try:
+        producer = make_producer(settings)
+        publish_control(producer, settings, level=3)
         with ServiceProcess(settings, "worker") as worker:
             worker.wait_ready(WORKER_READY_S)
-            producer = make_producer(settings)
+            wait_for_line(worker, "control: level 3 in force")
             producer.produce(settings.topics.hops, key="junk", value=b"not avro at all")
             wrong_rate = {
                 "session_id": "wrong-rate",
@@ -157,6 +186,7 @@ def test_hops_in_hypotheses_out_with_timestamps_that_add_up(make_settings: Setti
     assert sum(r["is_final"] for r in records) == 4, "every session's final hop is processed, never skipped"
     assert any(r["words"] for r in records), "real speech gives words"
     max_latency_ms = settings.worker.max_latency_ms
+    degraded = ladder(settings)[3]
     for r in records:
         stamps = [
             r["first_capture_ts_ms"],
@@ -181,7 +211,7 @@ def test_hops_in_hypotheses_out_with_timestamps_that_add_up(make_settings: Setti
         )
         assert batch_wait <= max_latency_ms + 1e-6, "the latency cap bounds every hop's batch wait"
         assert 1 <= r["batch_size"] <= 4
-        assert r["beam"] == settings.worker.beam
+        assert (r["beam"], r["control_level"]) == (degraded.beam, 3), "the beam in force on the control topic"
         for word in r["words"]:
             assert r["window_start_ms"] <= word["start_ms"] <= word["end_ms"] <= r["window_end_ms"] + 1e-6
     assert metrics["hopline_worker_hops_processed_total"] == len(records)
