@@ -7,11 +7,18 @@ never repeats) when it is stable:
 
 * two consecutive hypotheses agree on it (same word, start within
   ``agreement_tolerance_ms``) as part of the same leading run of uncommitted words, and
-  it does not reach into the window's last ``end_guard_ms`` (where it may be cut), or
+  in the newer one another word follows it and it ends before the window's last
+  ``end_guard_ms`` (a word cut by the window's end is often misheard the same way twice,
+  e.g. the start of "open" as "oh"), or
 * it ended at least ``stable_after_ms`` before the newest window's end (enough right
   context heard), or
-* the newest window no longer covers it (it can never be re-decoded), or
+* the newest window no longer covers its start (it can never be re-decoded), or
 * the segment closes.
+
+Words starting in a window's first ``start_guard_ms`` are ignored when the previous
+window covered them: there the window cuts through the previous word, and the model hears
+its rest as a word of its own (the end of "Sunday" as "eight"); words that early in a
+window were decoded, and usually committed, hops ago.
 
 Everything after the committed words is the **tail**: the newest hypothesis' guess, shown
 in partials and free to change. Committed words carry stream times; the stream time of
@@ -91,7 +98,7 @@ class StitchingPolicy:
     endpoint_silence_ms: float = 600.0
     agreement_tolerance_ms: float = 200.0
     stable_after_ms: float = 480.0
-    window_edge_ms: float = 40.0
+    start_guard_ms: float = 160.0
     end_guard_ms: float = 80.0
     idle_timeout_ms: float = 30_000.0
     closed_retention_ms: float = 60_000.0
@@ -109,6 +116,7 @@ class SessionState:
     tail: list[Word] = field(default_factory=list)
     horizon_ms: float = -math.inf
     last_word: Word | None = None
+    last_window_end_ms: float = -math.inf
     last_emit_stream_ms: float = -math.inf
     last_emit_wall_ms: float = -math.inf
     last_first_capture_ts_ms: float = 0.0
@@ -124,6 +132,7 @@ class SessionState:
             "tail": [w.to_record() for w in self.tail],
             "horizon_ms": _finite_or_none(self.horizon_ms),
             "last_word": self.last_word.to_record() if self.last_word else None,
+            "last_window_end_ms": _finite_or_none(self.last_window_end_ms),
             "last_emit_stream_ms": _finite_or_none(self.last_emit_stream_ms),
             "last_emit_wall_ms": _finite_or_none(self.last_emit_wall_ms),
             "last_first_capture_ts_ms": self.last_first_capture_ts_ms,
@@ -141,6 +150,7 @@ class SessionState:
             tail=[Word.from_record(w) for w in record["tail"]],
             horizon_ms=_none_to_minus_inf(record["horizon_ms"]),
             last_word=Word.from_record(record["last_word"]) if record.get("last_word") else None,
+            last_window_end_ms=_none_to_minus_inf(record.get("last_window_end_ms")),
             last_emit_stream_ms=_none_to_minus_inf(record["last_emit_stream_ms"]),
             last_emit_wall_ms=_none_to_minus_inf(record["last_emit_wall_ms"]),
             last_first_capture_ts_ms=float(record["last_first_capture_ts_ms"]),
@@ -227,9 +237,10 @@ class Stitcher:
         words, dropped = _valid_words(hypothesis["words"])
 
         # Tail words whose start the new window no longer covers can never be re-decoded: keep them.
-        gone = [w for w in state.tail if w.start_ms <= window_start + self.policy.window_edge_ms]
+        gone = [w for w in state.tail if w.start_ms < window_start + self.policy.start_guard_ms]
         self._commit(state, gone)
         candidates = self._uncommitted(state, words, window_start)
+        state.last_window_end_ms = window_end
         stable = max(self._agreed(state.tail, candidates, window_end), self._old(candidates, window_end))
         self._commit(state, candidates[:stable])
         state.tail = candidates[stable:]
@@ -277,22 +288,23 @@ class Stitcher:
                 continue
             if last is not None and word.start_ms < last.end_ms and word.key == last.key:
                 continue  # the last committed word again (maybe of the closed segment), with shifted timing
-            if window_start > 0 and word.start_ms <= window_start + self.policy.window_edge_ms:
-                continue  # cut by the window's start: a fragment, not a word
+            seen_before = word.start_ms < state.last_window_end_ms
+            if seen_before and window_start > 0 and word.start_ms < window_start + self.policy.start_guard_ms:
+                continue  # likely the rest of a word cut by the window's start
             fresh.append(word)
         return fresh
 
     def _agreed(self, previous: list[Word], current: list[Word], window_end: float) -> int:
         """Length of the leading run the previous and current hypotheses agree on.
 
-        A word reaching into the window's last ``end_guard_ms`` may be cut off mid-word, and
-        a cut word can be misheard the same way twice, so it never counts as agreed.
+        The window's last word, or one reaching into its last ``end_guard_ms``, may be cut
+        off, and a cut word can be misheard the same way twice, so it never counts as agreed.
         """
         count = 0
-        for before, now in zip(previous, current, strict=False):
+        for index, (before, now) in enumerate(zip(previous, current, strict=False)):
             if before.key != now.key or abs(before.start_ms - now.start_ms) > self.policy.agreement_tolerance_ms:
                 break
-            if now.end_ms > window_end - self.policy.end_guard_ms:
+            if index == len(current) - 1 or now.end_ms > window_end - self.policy.end_guard_ms:
                 break
             count += 1
         return count

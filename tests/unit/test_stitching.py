@@ -289,3 +289,51 @@ def test_the_last_word_of_a_closed_segment_is_not_repeated_in_the_next() -> None
     late = {**hypothesis("s1", 17), "words": [{"word": "kitchen", "start_ms": 1900, "end_ms": 2500, "confidence": 1}]}
     assert stitcher.accept(late, 160).transcripts == ()
     assert stitcher.snapshot("s1")["tail"] == []
+
+
+def words(*spec: tuple[str, float, float]) -> list[dict]:
+    return [{"word": w, "start_ms": s, "end_ms": e, "confidence": 0.9} for w, s, e in spec]
+
+
+def real_hop(seq: int, start: float, *spec: tuple[str, float, float]) -> dict:
+    """A hypothesis as the real model produced it for a 1.28 s window starting at ``start``."""
+    return {
+        "session_id": "real",
+        "hop_seq": seq,
+        "words": words(*spec),
+        "window_start_ms": start,
+        "window_end_ms": start + WINDOW_MS,
+        "is_final": False,
+        "first_capture_ts_ms": 0.0,
+    }
+
+
+def test_the_rest_of_a_word_cut_by_the_window_start_is_not_a_new_word() -> None:
+    clock = FakeClock()
+    stitcher = Stitcher(clock=clock)
+    hops = [
+        real_hop(19, 1920, ("since", 2102, 2383), ("sunday", 2462, 2863)),
+        real_hop(20, 2080, ("since", 2103, 2383), ("sunday", 2463, 2862)),
+        real_hop(21, 2240, ("sunday", 2463, 2862)),
+        real_hop(22, 2400, ("sunday", 2462, 2863)),
+        real_hop(23, 2560, ("under", 2583, 2863)),
+        real_hop(24, 2720, ("eight", 2823, 2983)),  # "...day" after the window cut "sunday"
+        real_hop(25, 2880),
+    ]
+    transcripts = run(stitcher, clock, hops)
+    assert [(t["kind"], t["text"]) for t in transcripts if t["kind"] == "final"] == [("final", "since sunday")]
+    assert all("eight" not in t["text"] for t in transcripts)
+
+
+def test_a_word_cut_by_the_window_end_and_misheard_twice_is_not_committed() -> None:
+    clock = FakeClock()
+    stitcher = Stitcher(clock=clock)
+    hops = [
+        real_hop(29, 3520, ("we", 4422, 4582), ("are", 4582, 4702), ("oh", 4702, 4742)),
+        real_hop(30, 3680, ("we", 4422, 4582), ("are", 4582, 4702), ("oh", 4742, 4783)),  # "open", cut
+        real_hop(31, 3840, ("we", 4423, 4582), ("are", 4582, 4702), ("open", 4742, 4983)),
+        real_hop(32, 4000, ("we", 4463, 4583), ("are", 4583, 4703), ("open", 4742, 4982), ("from", 5022, 5222)),
+    ]
+    transcripts = run(stitcher, clock, hops)
+    assert [t["committed_text"] for t in transcripts] == ["", "we are", "we are", "we are open"]
+    assert transcripts[1]["tail_text"] == "oh" and transcripts[2]["tail_text"] == "open"
