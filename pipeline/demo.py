@@ -96,29 +96,31 @@ class SessionPlan:
 
 
 def load_samples(directory: Path = SAMPLES_DIR) -> list[Utterance]:
-    """The bundled utterances listed in ``samples/manifest.json`` with their reference text."""
+    """The utterances of ``samples/manifest.json``: ``{"samples": [{"file", "text", "words": [...]}]}``.
+
+    ``words`` (optional) gives each reference word's ``end_s``; with it the demo measures word
+    emission latency.
+    """
     manifest_path = directory / "manifest.json"
     if not manifest_path.exists():
         raise CliError(f"no {manifest_path}: the demo streams the bundled samples")
     try:
-        manifest = json.loads(manifest_path.read_text())
-    except (OSError, ValueError) as exc:
-        raise CliError(f"cannot read {manifest_path}: {exc}") from exc
-    entries = manifest.get("samples", manifest) if isinstance(manifest, dict) else manifest
-    utterances = []
-    for entry in entries:
-        file_name = entry.get("file") or entry.get("path") or entry.get("wav")
-        text = entry.get("text") or entry.get("reference")
-        if not file_name or text is None:
-            raise CliError(f"{manifest_path}: entry without file or text: {entry}")
-        try:
-            samples = read_wav(directory / file_name, MODEL_RATE)
-        except ValueError as exc:
-            raise CliError(f"cannot read sample: {exc}") from exc
-        utterances.append(Utterance(samples, str(text), str(file_name)))
+        entries = json.loads(manifest_path.read_text())["samples"]
+        utterances = [_utterance(directory, entry) for entry in entries]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise CliError(f"cannot read {manifest_path}: {type(exc).__name__} {exc}") from exc
     if not utterances:
         raise CliError(f"{manifest_path} lists no samples")
     return utterances
+
+
+def _utterance(directory: Path, entry: dict[str, Any]) -> Utterance:
+    text = str(entry["text"])
+    word_ends: tuple[float, ...] = ()
+    words = entry.get("words") or []
+    if [normalize(str(w["word"])) for w in words] == [[token] for token in normalize(text)]:
+        word_ends = tuple(float(w["end_s"]) for w in words)
+    return Utterance(read_wav(directory / entry["file"], MODEL_RATE), text, str(entry["file"]), word_ends)
 
 
 def plan_sessions(

@@ -44,23 +44,34 @@ def test_sessions_rotate_samples_fill_the_duration_and_some_are_phone_calls() ->
     assert long[1].reference == "two three one"
 
 
-def test_samples_load_from_the_manifest_resampled_to_16k(tmp_path: Path) -> None:
+def test_samples_load_from_the_manifest_resampled_to_16k_with_word_times(tmp_path: Path) -> None:
     with wave.open(str(tmp_path / "a.wav"), "wb") as out:
         out.setnchannels(1)
         out.setsampwidth(2)
         out.setframerate(8000)
         out.writeframes(np.arange(800, dtype="<i2").tobytes())
-    (tmp_path / "manifest.json").write_text(json.dumps([{"file": "a.wav", "text": "hello there"}]))
-    [sample] = load_samples(tmp_path)
-    assert sample.text == "hello there" and len(sample.audio) == 1600
+    words = [{"word": "hello", "start_s": 0.0, "end_s": 0.04}, {"word": "there", "start_s": 0.04, "end_s": 0.09}]
+    manifest = {"samples": [{"file": "a.wav", "text": "Hello there", "words": words}, {"file": "a.wav", "text": "hi"}]}
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    timed, untimed = load_samples(tmp_path)
+    assert timed.text == "Hello there" and len(timed.audio) == 1600
+    assert timed.word_ends_s == (0.04, 0.09) and untimed.word_ends_s == ()
 
 
 def test_missing_or_broken_samples_are_one_line_errors(tmp_path: Path) -> None:
     with pytest.raises(CliError, match=r"manifest\.json"):
         load_samples(tmp_path)
-    (tmp_path / "manifest.json").write_text(json.dumps([{"file": "absent.wav", "text": "x"}]))
+    (tmp_path / "manifest.json").write_text(json.dumps({"samples": [{"file": "absent.wav", "text": "x"}]}))
+    with pytest.raises(CliError, match="no such file"):
+        load_samples(tmp_path)
+    (tmp_path / "manifest.json").write_text(json.dumps([{"file": "a.wav"}]))
     with pytest.raises(CliError, match="cannot read"):
         load_samples(tmp_path)
+
+
+def test_the_bundled_samples_carry_word_times() -> None:
+    samples = load_samples()
+    assert samples and all(len(s.word_ends_s) == len(s.text.split()) for s in samples)
 
 
 def test_alignment_names_the_reference_words_transcribed_correctly() -> None:
