@@ -195,29 +195,53 @@ class AgentDeadLetters:
         await topic.send(key=key, value=record)
 
 
-class _ServiceWorker(faust.Worker):
-    """faust's Worker, announcing readiness through logging instead of a terminal spinner."""
+Hook = Callable[[], Awaitable[None] | None]
 
-    def __init__(self, app: faust.App, service: str, on_ready: Callable[[], Awaitable[None] | None] | None) -> None:
+#: Longest a service's ``on_stop`` drain may take before faust stops anyway.
+DRAIN_TIMEOUT_S = 10.0
+
+
+async def _call(hook: Hook) -> None:
+    result = hook()
+    if asyncio.iscoroutine(result):
+        await result
+
+
+class _ServiceWorker(faust.Worker):
+    """faust's Worker, announcing readiness through logging and draining before it stops."""
+
+    def __init__(self, app: faust.App, service: str, on_ready: Hook | None, on_stop: Hook | None) -> None:
         super().__init__(app, loglevel=None, override_logging=False, redirect_stdouts=False, quiet=True)
         self.spinner = None
         self._service = service
         self._on_ready = on_ready
+        self._on_stop = on_stop
+
+    async def _stop_on_signal(self, signal: Any) -> None:
+        if self._on_stop is not None:
+            try:
+                await asyncio.wait_for(_call(self._on_stop), DRAIN_TIMEOUT_S)
+            except Exception:
+                log.exception("%s: draining before stop failed", self._service)
+        await super()._stop_on_signal(signal)
 
     async def on_startup_finished(self) -> None:
         await super().on_startup_finished()
         if self._on_ready is not None:
-            result = self._on_ready()
-            if asyncio.iscoroutine(result):
-                await result
+            await _call(self._on_ready)
         topics = ", ".join(sorted(self.app.topics.acking_topics)) or "nothing"
         log.info("%s ready: consuming %s", self._service, topics)
+
+
+def _drop_faust_ready(record: logging.LogRecord) -> bool:
+    return "Worker ready" not in record.getMessage()
 
 
 def run_app(
     app: faust.App,
     service: str,
-    on_ready: Callable[[], Awaitable[None] | None] | None = None,
+    on_ready: Hook | None = None,
+    on_stop: Hook | None = None,
 ) -> int:
     """Run ``app`` in this process until SIGTERM/Ctrl-C; returns the exit code.
 
@@ -225,9 +249,14 @@ def run_app(
     handling (SIGTERM/SIGINT stop the app: agents finish the current event, offsets of
     processed events are committed, the producer is flushed), but leaves logging alone so
     everything goes through the Python logging the CLI configured. ``on_ready`` runs once
-    the app consumes, just before the ``<service> ready`` log line.
+    the app consumes, just before the ``<service> ready`` log line. ``on_stop`` runs on
+    SIGTERM/SIGINT before faust stops anything (consumer, agents, producer): the place to
+    finish in-flight work and write state, so what is committed is also persisted.
     """
-    worker = _ServiceWorker(app, service, on_ready)
+    # faust logs "Worker ready" when recovery ends, before on_ready and before the agents run:
+    # keep "ready" in the log meaning the service's own line, which supervisors wait for.
+    logging.getLogger("faust.tables.recovery").addFilter(_drop_faust_ready)
+    worker = _ServiceWorker(app, service, on_ready, on_stop)
     try:
         worker.execute_from_commandline()
     except SystemExit as exit_:

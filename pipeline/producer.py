@@ -176,7 +176,7 @@ class AudioProducer:
             last = seq == len(session.payloads) or (stop is not None and stop.is_set())
             payload = b"" if last else session.payloads[seq]
             capture_ms = session.start_ms + seq * self._frame_ms
-            self._send(session.stream, seq, payload, capture_ms, eos=last)
+            self.send_frame(session.stream, seq, payload, capture_ms, eos=last)
             sent[session_id] = seq + 1
             session.next_seq += 1
             if not last:
@@ -191,7 +191,8 @@ class AudioProducer:
             self._producer.poll(0)
             self._sleep(min(remaining, 0.005))
 
-    def _send(self, stream: AudioStream, seq: int, payload: bytes, capture_ms: float, eos: bool) -> None:
+    def send_frame(self, stream: AudioStream, seq: int, payload: bytes, capture_ms: float, eos: bool = False) -> None:
+        """Send one frame as it is (for live sources that frame themselves, and tests)."""
         value = self.frame_record(stream, seq, payload, capture_ms, eos)
         key = stream.session_id.encode()
         while True:
@@ -214,9 +215,13 @@ class AudioProducer:
                 self.report.errors.append(str(error))
         log.error("frame delivery failed (%s[%s]): %s", message.topic(), message.key(), error)
 
+    def flush(self, timeout_s: float = 10.0) -> int:
+        """Wait for every frame sent so far to be delivered; returns how many are still pending."""
+        return int(self._producer.flush(timeout_s))
+
     def close(self, timeout_s: float = 10.0) -> DeliveryReport:
         """Flush; the report says how many frames were delivered, failed, or are still pending."""
-        remaining = self._producer.flush(timeout_s)
+        remaining = self.flush(timeout_s)
         if remaining:
             log.error("%d frames still undelivered after %.0f s", remaining, timeout_s)
         return self.report

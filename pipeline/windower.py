@@ -30,16 +30,20 @@ compacted topics stay at ~65 records per live session; the embedded broker never
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import struct
 import time
+from collections.abc import Awaitable
+from dataclasses import dataclass, field
 from typing import Any
 
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 from prometheus_client import Counter, Gauge, Histogram
 
 from pipeline import contracts
 from pipeline.control import ControlFollower
-from pipeline.kafka import now_ms
+from pipeline.kafka import consumer_config, now_ms
 from pipeline.metrics import LATENCY_BUCKETS_S, serve_metrics
 from pipeline.settings import Settings
 from pipeline.windowing import Frame, Outcome, SessionWindow, Windower
@@ -67,13 +71,25 @@ HOP_EMIT_SECONDS = Histogram(
 
 SEQ = struct.Struct("<q")
 
+#: A session's unpersisted frames are written at the latest this long after the first of them.
+PERSIST_WITHIN_S = 1.0
+
 
 def session_key(session_id: str) -> bytes:
     return session_id.encode()
 
 
-def slot_key(session_id: str, seq: int, ring_frames: int) -> bytes:
-    return f"{session_id}\x1f{seq % ring_frames}".encode()
+def chunk_key(session_id: str, slot: int) -> bytes:
+    return f"{session_id}\x1f{slot}".encode()
+
+
+@dataclass
+class _Unpersisted:
+    """What a session did since its state was last written: the audio, and the frames to ack."""
+
+    frames: list[tuple[int, bytes]] = field(default_factory=list)
+    events: list[Any] = field(default_factory=list)
+    since: float = field(default_factory=time.monotonic)
 
 
 class WindowerService:
@@ -86,7 +102,12 @@ class WindowerService:
         self.control = control
         self.windower = Windower(settings.audio)
         self.ring_frames = self.windower.shape.ring_frames
-        self.app = make_app(settings, f"{settings.app_id}-windower")
+        # Chunks start at distinct seqs and hold at most ring_frames frames, so keying them by
+        # first seq modulo 2 * ring_frames never overwrites audio the last window still needs.
+        self.chunk_slots = 2 * self.ring_frames
+        # Frames are acked only once their state is written (see _persist), so stopping must
+        # not wait for every frame to be acked.
+        self.app = make_app(settings, f"{settings.app_id}-windower", stream_wait_empty=False)
         self.frames = raw_topic(self.app, settings.topics.frames)
         self.hops = raw_topic(self.app, settings.topics.hops)
         self.dead_letters = AgentDeadLetters(self.app, settings, SERVICE)
@@ -98,13 +119,17 @@ class WindowerService:
         }
         self.session_table = self.app.Table("sessions", **table_options)
         self.audio_table = self.app.Table("audio", **table_options)
+        self._unpersisted: dict[str, _Unpersisted] = {}
+        self._stream: Any = None
+        self._in_flight: asyncio.Future[None] | None = None
+        self._draining = False
         self.app.agent(self.frames, name="window-frames")(self._consume)
-        self.app.timer(1.0)(self._expire_idle)
+        self.app.timer(PERSIST_WITHIN_S / 2)(self._housekeeping)
 
     def run(self) -> int:
         from pipeline.faust_app import run_app
 
-        return run_app(self.app, SERVICE, on_ready=self._restore_all)
+        return run_app(self.app, SERVICE, on_ready=self._restore_all, on_stop=self._drain)
 
     # -- knobs ----------------------------------------------------------------------------
 
@@ -117,14 +142,16 @@ class WindowerService:
     # -- the agent ------------------------------------------------------------------------
 
     async def _consume(self, stream: Any) -> None:
-        async for event in stream.events():
+        self._stream = stream.noack()
+        async for event in self._stream.events():
+            if self._draining:
+                continue  # left unacked: the next run gets it again
             started = time.perf_counter()
             FRAMES_IN.inc()
             try:
                 record = contracts.FRAME.decode(event.value)
             except contracts.ContractError as exc:
-                DEAD_LETTERED.inc()
-                await self.dead_letters.publish(event, str(exc), exc)
+                await self._dead_letter(event, str(exc), exc)
                 continue
             frame = Frame.from_record(record)
             if frame.session_id not in self.windower.sessions:
@@ -132,31 +159,126 @@ class WindowerService:
             window_secs, level = self._knobs()
             outcome = self.windower.accept(frame, window_secs, level, partition=event.message.partition)
             if outcome.rejection is not None:
-                DEAD_LETTERED.inc()
-                await self.dead_letters.publish(event, outcome.rejection.reason)
+                await self._dead_letter(event, outcome.rejection.reason)
                 continue
-            await self._publish(outcome)
-            self._persist(frame.session_id, outcome)
+            if outcome.duplicate or outcome.late:
+                self._count(outcome)
+                await self._stream.ack(event)
+                continue
+            pending = self._unpersisted.setdefault(frame.session_id, _Unpersisted())
+            pending.frames += outcome.appended
+            pending.events.append(event)
+            if outcome.hops:
+                await self._uninterrupted(self._publish_and_persist(frame.session_id, outcome))
+            else:
+                self._count(outcome)
             WINDOWING_SECONDS.observe(time.perf_counter() - started)
 
-    async def _publish(self, outcome: Outcome) -> None:
+    async def _publish_and_persist(self, session_id: str, outcome: Outcome) -> None:
+        await self._publish(outcome)
+        await self._persist(session_id)
+
+    async def _dead_letter(self, event: Any, reason: str, error: BaseException | None = None) -> None:
+        DEAD_LETTERED.inc()
+        await self.dead_letters.publish(event, reason, error)
+        await self._stream.ack(event)
+
+    def _count(self, outcome: Outcome) -> None:
         GAP_FRAMES.inc(outcome.gaps)
         DUPLICATE_FRAMES.inc(int(outcome.duplicate))
         LATE_FRAMES.inc(int(outcome.late))
+
+    async def _publish(self, outcome: Outcome) -> None:
+        self._count(outcome)
         for hop in outcome.hops:
             published = now_ms()
             await self.hops.send(key=session_key(hop.session_id), value=contracts.HOP.encode(hop.to_record(published)))
             HOPS_OUT.labels(final=str(hop.is_final).lower()).inc()
             HOP_EMIT_SECONDS.observe(max(published - hop.ready_ts_ms, 0.0) / 1000.0)
 
-    def _persist(self, session_id: str, outcome: Outcome) -> None:
-        """Inside the agent: table writes go to the changelog partition of the current frame."""
-        for seq, pcm in outcome.appended:
-            self.audio_table[slot_key(session_id, seq, self.ring_frames)] = SEQ.pack(seq) + pcm
+    # -- state ----------------------------------------------------------------------------
+
+    async def _write(self, table: Any, partition: int, key: bytes, value: bytes | None) -> None:
+        """Set (or with None delete) a table key, sending the change to an explicit changelog partition.
+
+        Sent straight to the producer rather than through faust's ``send_soon`` buffer, which can
+        drop what it still holds when the app stops; works inside and outside the agent.
+        """
+        if value is None:
+            if table.data.pop(key, None) is None:
+                return
+        else:
+            table.data[key] = value
+        await table.changelog_topic.send(key=key, value=value, partition=partition)
+
+    async def _persist(self, session_id: str) -> None:
+        """Write the session's snapshot and new audio, then ack the frames they cover.
+
+        Acking after the write means a committed frame offset never runs ahead of the state:
+        frames redelivered after a restart are either in the restored state (dropped as
+        duplicates) or not yet seen.
+        """
+        pending = self._unpersisted.pop(session_id, None)
         session = self.windower.sessions.get(session_id)
-        if session is not None and (outcome.appended or outcome.hops or outcome.duplicate or outcome.late):
-            self.session_table[session_key(session_id)] = session.snapshot()
+        if pending is None or session is None:
+            return
+        frames = pending.frames[-self.ring_frames :]
+        if frames:
+            first_seq = frames[0][0]
+            chunk = SEQ.pack(first_seq) + b"".join(pcm for _, pcm in frames)
+            slot = first_seq % self.chunk_slots
+            await self._write(self.audio_table, session.partition, chunk_key(session_id, slot), chunk)
+        await self._write(self.session_table, session.partition, session_key(session_id), session.snapshot())
+        for event in pending.events:
+            await self._stream.ack(event)
+
+    async def _housekeeping(self) -> None:
+        """Persist sessions with frames waiting too long; expire idle sessions."""
+        cutoff = time.monotonic() - PERSIST_WITHIN_S
+        for session_id in [sid for sid, pending in self._unpersisted.items() if pending.since <= cutoff]:
+            await self._uninterrupted(self._persist(session_id))
+        window_secs, level = self._knobs()
+        for session, outcome in self.windower.expire_idle(window_secs, level):
+            EXPIRED_SESSIONS.inc(0 if session.end_seq is not None else 1)
+            await self._uninterrupted(self._publish_and_forget(session, outcome))
         ACTIVE_SESSIONS.set(len(self.windower.sessions))
+
+    async def _publish_and_forget(self, session: SessionWindow, outcome: Outcome) -> None:
+        await self._publish(outcome)
+        pending = self._unpersisted.pop(session.session_id, None)
+        await self._forget(session)
+        for event in pending.events if pending else []:
+            await self._stream.ack(event)
+
+    async def _forget(self, session: SessionWindow) -> None:
+        await self._write(self.session_table, session.partition, session_key(session.session_id), None)
+        for slot in range(self.chunk_slots):
+            await self._write(self.audio_table, session.partition, chunk_key(session.session_id, slot), None)
+
+    async def _uninterrupted(self, work: Awaitable[None]) -> None:
+        """Finish ``work`` even if this task is cancelled: a hop and the state recording it go out together."""
+        task = self._in_flight = asyncio.ensure_future(work)
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            await task
+            raise
+        finally:
+            self._in_flight = None
+
+    async def _drain(self) -> None:
+        """On SIGTERM, before faust stops: stop taking frames, write every session's state, flush.
+
+        Every frame processed so far is then persisted and acked, so the commit faust makes
+        while stopping matches the state and a restart neither loses nor repeats a hop.
+        """
+        self._draining = True
+        if self._in_flight is not None:
+            await asyncio.shield(self._in_flight)
+        for session_id in list(self._unpersisted):
+            await self._persist(session_id)
+        await self.app.producer.flush()
+        log.info("windower drained: state of %d sessions written", len(self.windower.sessions))
 
     # -- restart --------------------------------------------------------------------------
 
@@ -164,42 +286,68 @@ class WindowerService:
         snapshot = self.session_table.get(session_key(session_id))
         if not snapshot:
             return None
+        needed = SessionWindow.frames_needed(snapshot, self.windower.shape)
         frames: dict[int, bytes] = {}
-        for seq in SessionWindow.frames_needed(snapshot, self.windower.shape):
-            slot = self.audio_table.get(slot_key(session_id, seq, self.ring_frames))
-            if slot and SEQ.unpack_from(slot)[0] == seq:
-                frames[seq] = slot[SEQ.size :]
+        frame_bytes = self.windower.shape.samples_per_frame * 2
+        for slot in range(self.chunk_slots):
+            chunk = self.audio_table.get(chunk_key(session_id, slot))
+            if not chunk:
+                continue
+            first_seq = SEQ.unpack_from(chunk)[0]
+            for index in range((len(chunk) - SEQ.size) // frame_bytes):
+                if first_seq + index in needed:
+                    start = SEQ.size + index * frame_bytes
+                    frames[first_seq + index] = chunk[start : start + frame_bytes]
         session = SessionWindow.restore(session_id, snapshot, frames, self.windower.shape)
         self.windower.sessions[session_id] = session
         log.info("restored session %s at seq %d, hop %d", session_id, session.next_seq, session.hop_seq)
         return session
 
+    def _read_changelogs_to_end(self, timeout_s: float = 30.0) -> int:
+        """Apply every changelog record of this worker's partitions, up to each partition's real end.
+
+        faust's recovery stops at the high watermark the broker reports, which on the embedded
+        broker can lag the last record: the newest state (what was written while stopping) would
+        be missed. Reading until end-of-partition closes that gap; returns the records applied.
+        """
+        partitions = {tp.partition for tp in self.app.consumer.assignment() if tp.topic == self.settings.topics.frames}
+        tables = {table.changelog_topic.get_topic_name(): table for table in (self.session_table, self.audio_table)}
+        config = consumer_config(
+            self.settings, f"{self.settings.app_id}-windower-catch-up", **{"enable.partition.eof": True}
+        )
+        consumer = Consumer(config)
+        pending = {(topic, partition) for topic in tables for partition in partitions}
+        consumer.assign([TopicPartition(topic, partition, OFFSET_BEGINNING) for topic, partition in pending])
+        applied, deadline = 0, time.monotonic() + timeout_s
+        try:
+            while pending and time.monotonic() < deadline:
+                message = consumer.poll(0.1)
+                if message is None:
+                    continue
+                error = message.error()
+                if error is not None:
+                    if error.code() == KafkaError._PARTITION_EOF:
+                        pending.discard((message.topic(), message.partition()))
+                    continue
+                data = tables[message.topic() or ""].data
+                if message.value():
+                    data[message.key()] = message.value()
+                else:
+                    data.pop(message.key(), None)
+                applied += 1
+        finally:
+            consumer.close()
+        if pending:
+            log.warning("changelog catch-up incomplete after %.0f s: %s", timeout_s, sorted(pending))
+        return applied
+
     def _restore_all(self) -> None:
+        self._read_changelogs_to_end()
         for key in list(self.session_table.keys()):
             session_id = key.decode() if isinstance(key, bytes) else str(key)
             if session_id not in self.windower.sessions:
                 self._restore(session_id)
         ACTIVE_SESSIONS.set(len(self.windower.sessions))
-
-    # -- idle expiry ----------------------------------------------------------------------
-
-    async def _expire_idle(self) -> None:
-        window_secs, level = self._knobs()
-        for session, outcome in self.windower.expire_idle(window_secs, level):
-            EXPIRED_SESSIONS.inc(0 if session.end_seq is not None else 1)
-            await self._publish(outcome)
-            self._forget(session)
-        ACTIVE_SESSIONS.set(len(self.windower.sessions))
-
-    def _forget(self, session: SessionWindow) -> None:
-        """Outside the agent: delete the session's state on its own changelog partition."""
-        keys = [(self.session_table, session_key(session.session_id))]
-        keys += [
-            (self.audio_table, slot_key(session.session_id, slot, self.ring_frames)) for slot in range(self.ring_frames)
-        ]
-        for table, key in keys:
-            if table.data.pop(key, None) is not None:
-                table.send_changelog(session.partition, key, None)
 
 
 def run_windower(settings: Settings) -> int:
