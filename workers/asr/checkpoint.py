@@ -21,7 +21,7 @@ class CheckpointError(CliError):
 
 def save(path: Path, model: AcousticModel, tokens: list[str], info: dict[str, Any]) -> None:
     """Write weights as fp16 (half the size, no measurable accuracy change for inference)."""
-    state = {k: v.half() if v.is_floating_point() else v for k, v in model.state_dict().items()}
+    state = {k: (v.half() if v.is_floating_point() else v).cpu() for k, v in model.state_dict().items()}
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     torch.save(
@@ -50,4 +50,4 @@ def load(path: Path, map_location: str | torch.device = "cpu") -> tuple[Acoustic
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"{path}: checkpoint does not match the model code ({first[:160]})") from exc
-    return model, tokens, dict(blob.get("info", {}))
+    return model.eval(), tokens, dict(blob.get("info", {}))

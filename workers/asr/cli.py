@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import wave
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -162,7 +163,7 @@ def _transcribe(args: argparse.Namespace) -> None:
         raise CliError(f"{args.wav}: no such file")
     try:
         audio = load_audio(args.wav)
-    except (OSError, EOFError, ValueError) as exc:
+    except (OSError, EOFError, ValueError, wave.Error) as exc:
         raise CliError(f"{args.wav}: not a readable PCM WAV file ({exc})") from exc
     rec = _load(args)
     # Long files go through in 30 s pieces: the model's attention spans one piece.

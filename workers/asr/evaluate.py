@@ -82,6 +82,9 @@ def evaluate(rec: Recognizer, root: Path, limit: int | None = None, rolling_limi
     result: dict[str, float | int | str] = {"n_heldout": len(refs), "device": str(rec.device)}
     lps = _batched_log_probs(rec, audios)
     durations = [len(a) / SAMPLE_RATE for a in audios]
+    ref_phones = [[p for p, _, _ in m["phones"]] for m in metas]
+    errors = sum(edit_distance(r, rec.decoder.greedy_phonemes(lp)) for r, lp in zip(ref_phones, lps, strict=True))
+    result["per_greedy"] = round(100 * errors / max(1, sum(len(r) for r in ref_phones)), 2)
     for beam in (1, 2, 4):
         t0 = time.perf_counter()
         hyps = [rec.decode(lp, beam, d).text for lp, d in zip(lps, durations, strict=True)]

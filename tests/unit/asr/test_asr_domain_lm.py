@@ -1,0 +1,68 @@
+from __future__ import annotations
+
+import itertools
+import math
+from collections import defaultdict
+from pathlib import Path
+
+from workers.asr import domain
+from workers.asr.checkpoint import ASSETS
+from workers.asr.decoder import read_lexicon
+from workers.asr.lm import build_arpa
+
+
+def test_numbers_are_spelled_as_spoken() -> None:
+    assert domain.number_words(0) == "zero"
+    assert domain.number_words(42) == "forty two"
+    assert domain.number_words(1905) == "one thousand nine hundred five"
+
+
+def test_generator_is_deterministic_and_stays_in_the_vocabulary() -> None:
+    vocab = set(domain.vocabulary())
+    first = list(itertools.islice(domain.sentences(3, held_out=False), 300))
+    assert first == list(itertools.islice(domain.sentences(3, held_out=False), 300))
+    assert {w for s in first for w in s.split()} <= vocab
+    assert len(vocab) > 1000
+
+
+def test_held_out_sentences_never_reach_training_or_the_lm() -> None:
+    held = list(itertools.islice(domain.sentences(5, held_out=True), 50))
+    train = set(itertools.islice(domain.sentences(5, held_out=False), 5000))
+    assert all(domain.is_held_out(s) for s in held)
+    assert not train & set(held)
+
+
+def test_shipped_lexicon_covers_the_vocabulary() -> None:
+    lexicon = read_lexicon(ASSETS / "lexicon.txt")
+    tokens = set((ASSETS / "tokens.txt").read_text().split())
+    assert set(domain.vocabulary()) <= set(lexicon)
+    assert all(p in tokens for prons in lexicon.values() for pron in prons for p in pron)
+
+
+def _read_arpa(path: Path) -> dict[int, dict[tuple[str, ...], tuple[float, float]]]:
+    grams: dict[int, dict[tuple[str, ...], tuple[float, float]]] = defaultdict(dict)
+    order = 0
+    for line in path.read_text().splitlines():
+        if line.endswith("-grams:"):
+            order = int(line[1])
+        elif order and line.strip() and not line.startswith("\\"):
+            parts = line.split("\t")
+            bow = float(parts[2]) if len(parts) > 2 else 0.0
+            grams[order][tuple(parts[1].split())] = (float(parts[0]), bow)
+    return grams
+
+
+def test_arpa_distributions_sum_to_one(tmp_path: Path) -> None:
+    sentences = ["i want a coffee", "i want a tea", "i want two coffee", "a tea please", "i want a tea"]
+    build_arpa(sentences, ["i", "want", "a", "coffee", "tea", "two", "please", "extra"], tmp_path / "lm.arpa")
+    g = _read_arpa(tmp_path / "lm.arpa")
+    words = [w for (w,) in g[1] if w != "<s>"]
+
+    def prob(hist: tuple[str, ...], w: str) -> float:
+        if (*hist, w) in g[len(hist) + 1]:
+            return 10 ** g[len(hist) + 1][(*hist, w)][0]
+        bow = 10 ** g[len(hist)][hist][1] if hist in g[len(hist)] else 1.0
+        return bow * prob(hist[1:], w)
+
+    for hist in [(), ("i",), ("<s>",), ("want", "a"), ("i", "want"), ("coffee",)]:
+        assert math.isclose(sum(prob(hist, w) for w in words), 1.0, rel_tol=1e-3), hist
