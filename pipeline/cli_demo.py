@@ -12,7 +12,7 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
         "demo",
         help="run broker, windower, worker, assembler and controller; stream sample sessions; report",
         description="Starts the embedded broker and every service as child processes, streams the bundled "
-        "samples as concurrent real-time sessions (every 5th as 8 kHz mu-law), prints progress every second, "
+        "samples as concurrent real-time sessions (two in ten as 8 kHz mu-law), prints progress every second, "
         "then the latency report (p50/p95 per component), example transcripts with WER, and the services' "
         "exit codes after SIGTERM.",
     )

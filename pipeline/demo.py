@@ -43,7 +43,7 @@ SAMPLES_DIR = Path(__file__).resolve().parent.parent / "samples"
 MODEL_RATE = 16000
 #: Silence between utterances of one session: longer than the endpoint so each gets a final.
 GAP_S = 1.0
-#: Every PHONE_EVERY-th session is sent as 8 kHz mu-law, like a telephony gateway would.
+#: Sessions 1, 6, 11, ... are sent as 8 kHz mu-law, like a telephony gateway would (two of ten).
 PHONE_EVERY = 5
 #: Seconds of audio in the warm-up session that runs through every service before the measured ones.
 WARM_UP_S = 2.0
@@ -139,7 +139,7 @@ def plan_sessions(
             position += 1
             if duration_s is None:
                 break
-        phone = index % PHONE_EVERY == PHONE_EVERY - 1
+        phone = index % PHONE_EVERY == 1
         plans.append(
             SessionPlan(
                 session_id=f"{run_id}-s{index:02d}",

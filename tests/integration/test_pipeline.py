@@ -1,6 +1,9 @@
 """The whole pipeline on the real broker: windower, worker, assembler, controller as child processes."""
 
 import itertools
+import json
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -10,12 +13,11 @@ import pytest
 
 from pipeline import contracts
 from pipeline.control import ControlFollower
-from pipeline.demo import SessionPlan, TranscriptClient, load_samples, plan_sessions, stream_sessions
+from pipeline.demo import load_samples, plan_sessions, stream_sessions
 from pipeline.history import read_history
 from pipeline.producer import AudioProducer
 from pipeline.settings import ControllerSettings, Settings, WorkerSettings
 from pipeline.supervisor import ServiceProcess
-from pipeline.wer import word_errors
 from tests.conftest import SettingsFactory
 
 pytestmark = pytest.mark.integration
@@ -36,12 +38,6 @@ def pipeline(settings: Settings, *roles: str) -> Iterator[dict[str, ServiceProce
     assert codes == dict.fromkeys(services, 0), {role: s.output[-2000:] for role, s in services.items()}
 
 
-def stream_in_background(producer: AudioProducer, plans: list[SessionPlan]) -> threading.Thread:
-    thread = threading.Thread(target=stream_sessions, args=(producer, plans, threading.Event()), daemon=True)
-    thread.start()
-    return thread
-
-
 def wait_until(predicate, timeout_s: float) -> bool:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -51,33 +47,20 @@ def wait_until(predicate, timeout_s: float) -> bool:
     return False
 
 
-def test_spoken_samples_become_final_transcripts_within_the_engines_wer(make_settings: SettingsFactory) -> None:
-    settings = make_settings(partitions=2)
-    samples = load_samples()
-    plans = plan_sessions(samples, sessions=5, duration_s=None, run_id="wer")
-    plans = [plans[0], plans[-1]]  # one 16 kHz PCM session, one 8 kHz mu-law "phone call"
-    assert {p.codec for p in plans} == {"pcm16", "mulaw"}
-    with pipeline(settings, "windower", "worker", "assembler"):
-        client = TranscriptClient(settings)
-        control = ControlFollower(settings).start()
-        try:
-            stream_in_background(AudioProducer(settings, control=control), plans).join(60)
-            assert wait_until(lambda: client.quiet_for() > 2.0, 30)
-            hypotheses = {p.session_id: client.transcript(p.session_id) for p in plans}
-        finally:
-            control.close()
-            client.close()
-    errors = words = 0
-    for plan in plans:
-        e, w = word_errors(plan.reference, hypotheses[plan.session_id])
-        errors, words = errors + e, words + w
-    assert words > 0 and errors / words <= ENGINE_HELD_OUT_WER, hypotheses
-
-    events = [contracts.LATENCY.decode(m.value()) for m in read_history(settings, settings.topics.latency)]
-    assert {e["session_id"] for e in events} == {p.session_id for p in plans}
-    for event in events:
-        parts = sum(event[f"{c}_ms"] for c in ("hop_buffer", "net", "queue_wait", "batch_wait", "gpu_infer", "post"))
-        assert parts == pytest.approx(event["e2e_ms"], abs=1e-6)
+def test_main_job_turns_spoken_samples_into_transcripts_within_the_engines_wer() -> None:
+    """``hopline demo`` end to end: its own broker, every service, a PCM and a mu-law session, the report."""
+    command = [sys.executable, "-m", "pipeline.cli", "--log-level", "WARNING", "demo", "--sessions", "2"]
+    done = subprocess.run([*command, "--duration", "5", "--json"], capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    figures = json.loads(done.stdout)
+    assert figures["sessions"] == 2 and figures["refused_sessions"] == 0
+    assert figures["wer"] <= ENGINE_HELD_OUT_WER, done.stderr[-3000:]
+    assert figures["exit_codes"] == {"windower": 0, "worker": 0, "assembler": 0, "controller": 0}
+    assert figures["events"] > 0 and figures["word_emission_words"] > 0
+    for component in ("hop_buffer", "net", "queue_wait", "batch_wait", "gpu_infer", "post", "e2e"):
+        assert 0 <= figures[f"{component}_ms_p50"] <= figures[f"{component}_ms_p95"]
+    assert figures["hop_buffer_ms_p50"] == pytest.approx(160.0, abs=1.0)
+    assert "warm-up session done" in done.stderr and " t=" in done.stderr, "progress while it runs"
 
 
 def test_slowed_worker_makes_the_controller_degrade_then_recover(make_settings: SettingsFactory) -> None:

@@ -36,6 +36,7 @@ def test_sessions_rotate_samples_fill_the_duration_and_some_are_phone_calls() ->
     plans = plan_sessions(samples, sessions=10, duration_s=None, run_id="r")
     assert [p.reference for p in plans[:4]] == ["one", "two", "three", "one"]
     assert [p.codec for p in plans].count("mulaw") == 2
+    assert plan_sessions(samples, sessions=2, duration_s=None, run_id="r")[1].codec == "mulaw"
     assert all(p.sample_rate == 8000 for p in plans if p.codec == "mulaw")
     assert len({p.session_id for p in plans}) == 10
     long = plan_sessions(samples, sessions=2, duration_s=7.5, run_id="r")
