@@ -166,7 +166,6 @@ class Received:
 @dataclass
 class SessionOutcome:
     finals: dict[int, str] = field(default_factory=dict)
-    partials: int = 0
     received: list[Received] = field(default_factory=list)
 
 
@@ -229,8 +228,6 @@ class TranscriptClient:
             self.delivered_e2e_ms.append(received_ms - transcript["first_capture_ts_ms"])
         if transcript["kind"] == "final":
             outcome.finals[transcript["segment"]] = transcript["text"]
-        else:
-            outcome.partials += 1
         outcome.received.append(
             Received(
                 received_ms,
@@ -324,6 +321,8 @@ class DemoResult:
     settled: dict[str, float | None]
     egress_ms_p50: float
     egress_ms_p95: float
+    delivered_e2e_ms_p50: float
+    delivered_e2e_ms_p95: float
     word_emission_ms: list[float]
     wer: float
     examples: list[tuple[str, str, str, float]]  # session, reference, hypothesis, WER
@@ -342,6 +341,8 @@ class DemoResult:
                 "wer": round(self.wer, 4),
                 "egress_ms_p50": _rounded(self.egress_ms_p50),
                 "egress_ms_p95": _rounded(self.egress_ms_p95),
+                "delivered_e2e_ms_p50": _rounded(self.delivered_e2e_ms_p50),
+                "delivered_e2e_ms_p95": _rounded(self.delivered_e2e_ms_p95),
                 "word_emission_ms_p50": _rounded(percentile(self.word_emission_ms, 50)),
                 "word_emission_ms_p95": _rounded(percentile(self.word_emission_ms, 95)),
                 "word_emission_words": len(self.word_emission_ms),
@@ -565,6 +566,8 @@ def _result(
         settled=settled_figures,
         egress_ms_p50=percentile(client.egress_ms, 50),
         egress_ms_p95=percentile(client.egress_ms, 95),
+        delivered_e2e_ms_p50=percentile(client.delivered_e2e_ms, 50),
+        delivered_e2e_ms_p95=percentile(client.delivered_e2e_ms, 95),
         word_emission_ms=emission,
         wer=total_errors / total_words if total_words else 0.0,
         examples=examples,
@@ -577,7 +580,9 @@ def _result(
 def format_result(result: DemoResult, examples: int = 4) -> str:
     lines = [format_report(result.report)]
     lines.append(
-        f"delivery to the client (egress): p50 {result.egress_ms_p50:.1f} ms, p95 {result.egress_ms_p95:.1f} ms"
+        f"delivery to the client (egress): p50 {result.egress_ms_p50:.1f} ms, p95 {result.egress_ms_p95:.1f} ms; "
+        f"e2e as delivered (capture -> client, transcripts sent): p50 {result.delivered_e2e_ms_p50:.0f} ms, "
+        f"p95 {result.delivered_e2e_ms_p95:.0f} ms"
     )
     if result.word_emission_ms:
         emission = result.word_emission_ms
