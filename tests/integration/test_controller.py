@@ -1,5 +1,7 @@
 import json
+import re
 import time
+import urllib.request
 import uuid
 
 import pytest
@@ -52,10 +54,18 @@ def stream_until(producer: Producer, settings: Settings, follower: ControlFollow
     return False
 
 
+def scrape_metrics(service: ServiceProcess) -> str:
+    match = re.search(r"metrics on (http://\S+/metrics)", service.output)
+    assert match, service.output
+    with urllib.request.urlopen(match.group(1), timeout=5) as response:
+        return response.read().decode()
+
+
 def test_controller_raises_under_queueing_then_steps_down_one_level_at_a_time(
     make_settings: SettingsFactory,
 ) -> None:
     settings = make_settings(controller=ControllerSettings(window_s=1.5, tick_s=0.1, min_events=10, recover_hold_s=0.5))
+    settings.metrics.enabled = True
     producer = make_producer(settings)
     previous = command_record(7, ladder(settings)[1], "an earlier controller", {}, "global")
     producer.produce(settings.topics.control, key=b"global", value=contracts.CONTROL.encode(previous))
@@ -65,6 +75,10 @@ def test_controller_raises_under_queueing_then_steps_down_one_level_at_a_time(
         try:
             controller.wait_ready(30)
             assert stream_until(producer, settings, follower, queue_wait_ms=210.0, level=3), controller.output
+            metrics = scrape_metrics(controller)
+            assert "hopline_controller_level 3.0" in metrics
+            assert 'hopline_controller_decisions_total{direction="raise"} 1.0' in metrics
+            assert 'hopline_controller_component_p95_seconds{component="queue_wait"} 0.21' in metrics
             producer.produce(settings.topics.latency, key=b"s", value=b"not a latency event")
             assert stream_until(producer, settings, follower, queue_wait_ms=5.0, level=0), controller.output
         finally:
