@@ -9,7 +9,9 @@ process (every third one as 8 kHz mu-law, the rest 16 kHz PCM16); then reports:
   two seconds (warm-up: the first fetch of each partition), ``..._all`` over every hop;
 * ``cpu_ms_per_s_per_session``: the windower's CPU time (from /proc) per second of
   streaming per session, and ``windower_cores`` (CPU seconds per wall second);
-* ``changelog_bytes_per_s_per_session``: bytes written to the windower's table changelogs.
+* ``changelog_bytes_per_s_per_session``: bytes written to the windower's table changelogs;
+* ``restart_to_ready_s``: a new windower process started on the same topics until it logs
+  ``ready`` (interpreter start, group join, faust recovery and the changelog catch-up).
 
 The producer and reader share the machine with the windower, so figures on a busy
 machine are pessimistic.
@@ -191,6 +193,13 @@ def run_bench(settings: Settings, sessions: int, seconds: float, external_broker
         finally:
             windower.stop()
         changelog = _changelog_bytes(settings)
+        restarted_at = time.monotonic()
+        restarted = _Windower(settings)
+        try:
+            restarted.wait_ready()
+            recovery_s = time.monotonic() - restarted_at
+        finally:
+            restarted.stop()
     steady = [latency for ready, latency in reader.hops if ready > start_ms + WARM_UP_MS]
     every = [latency for _, latency in reader.hops]
     return {
@@ -210,5 +219,7 @@ def run_bench(settings: Settings, sessions: int, seconds: float, external_broker
         "windower_cores": round(cpu_used / wall_s, 3),
         "cpu_ms_per_s_per_session": round(1000 * cpu_used / wall_s / sessions, 3),
         "changelog_bytes_per_s_per_session": round(changelog / seconds / sessions),
+        "changelog_bytes": changelog,
+        "restart_to_ready_s": round(recovery_s, 2),
         "hop_emit_ms_mean": round(statistics.fmean(steady), 2) if steady else float("nan"),
     }
