@@ -15,10 +15,11 @@ never repeats) when it is stable:
 * the newest window no longer covers its start (it can never be re-decoded), or
 * the segment closes.
 
-Words starting in a window's first ``start_guard_ms`` are ignored when the previous
-window covered them: there the window cuts through the previous word, and the model hears
-its rest as a word of its own (the end of "Sunday" as "eight"); words that early in a
-window were decoded, and usually committed, hops ago.
+A word that starts in a window's first ``start_guard_ms`` is ignored unless one of the last
+``heard_hops`` hypotheses heard it too: there the window cuts through the previous word,
+and the model hears its rest as a word of its own (the end of "Sunday" as "eight"). A
+real word that early in the window was heard by the hops before, whose windows reached
+further back.
 
 Everything after the committed words is the **tail**: the newest hypothesis' guess, shown
 in partials and free to change. Committed words carry stream times; the stream time of
@@ -99,6 +100,7 @@ class StitchingPolicy:
     agreement_tolerance_ms: float = 200.0
     stable_after_ms: float = 480.0
     start_guard_ms: float = 160.0
+    heard_hops: int = 3
     end_guard_ms: float = 80.0
     idle_timeout_ms: float = 30_000.0
     closed_retention_ms: float = 60_000.0
@@ -117,6 +119,7 @@ class SessionState:
     horizon_ms: float = -math.inf
     last_word: Word | None = None
     last_window_end_ms: float = -math.inf
+    heard: list[list[Word]] = field(default_factory=list)
     last_emit_stream_ms: float = -math.inf
     last_emit_wall_ms: float = -math.inf
     last_first_capture_ts_ms: float = 0.0
@@ -133,6 +136,7 @@ class SessionState:
             "horizon_ms": _finite_or_none(self.horizon_ms),
             "last_word": self.last_word.to_record() if self.last_word else None,
             "last_window_end_ms": _finite_or_none(self.last_window_end_ms),
+            "heard": [[w.to_record() for w in words] for words in self.heard],
             "last_emit_stream_ms": _finite_or_none(self.last_emit_stream_ms),
             "last_emit_wall_ms": _finite_or_none(self.last_emit_wall_ms),
             "last_first_capture_ts_ms": self.last_first_capture_ts_ms,
@@ -151,6 +155,7 @@ class SessionState:
             horizon_ms=_none_to_minus_inf(record["horizon_ms"]),
             last_word=Word.from_record(record["last_word"]) if record.get("last_word") else None,
             last_window_end_ms=_none_to_minus_inf(record.get("last_window_end_ms")),
+            heard=[[Word.from_record(w) for w in words] for words in record.get("heard", [])],
             last_emit_stream_ms=_none_to_minus_inf(record["last_emit_stream_ms"]),
             last_emit_wall_ms=_none_to_minus_inf(record["last_emit_wall_ms"]),
             last_first_capture_ts_ms=float(record["last_first_capture_ts_ms"]),
@@ -241,6 +246,7 @@ class Stitcher:
         self._commit(state, gone)
         candidates = self._uncommitted(state, words, window_start)
         state.last_window_end_ms = window_end
+        state.heard = [*state.heard, candidates][-self.policy.heard_hops :]
         stable = max(self._agreed(state.tail, candidates, window_end), self._old(candidates, window_end))
         self._commit(state, candidates[:stable])
         state.tail = candidates[stable:]
@@ -288,11 +294,24 @@ class Stitcher:
                 continue
             if last is not None and word.start_ms < last.end_ms and word.key == last.key:
                 continue  # the last committed word again (maybe of the closed segment), with shifted timing
-            seen_before = word.start_ms < state.last_window_end_ms
-            if seen_before and window_start > 0 and word.start_ms < window_start + self.policy.start_guard_ms:
-                continue  # likely the rest of a word cut by the window's start
+            if self._rest_of_cut_word(state, word, window_start):
+                continue  # the model hearing the rest of a word the window cut as a word of its own
             fresh.append(word)
         return fresh
+
+    def _rest_of_cut_word(self, state: SessionState, word: Word, window_start: float) -> bool:
+        """A word in the window's first ``start_guard_ms`` that the previous window covered
+        but none of the last ``heard_hops`` hypotheses heard there."""
+        if window_start <= 0 or word.start_ms >= window_start + self.policy.start_guard_ms:
+            return False
+        if word.start_ms >= state.last_window_end_ms:
+            return False  # hops were skipped: nothing to compare with
+        tolerance = self.policy.agreement_tolerance_ms
+        return not any(
+            heard.key == word.key and abs(heard.start_ms - word.start_ms) <= tolerance
+            for hypothesis in state.heard
+            for heard in hypothesis
+        )
 
     def _agreed(self, previous: list[Word], current: list[Word], window_end: float) -> int:
         """Length of the leading run the previous and current hypotheses agree on.

@@ -295,14 +295,14 @@ def words(*spec: tuple[str, float, float]) -> list[dict]:
     return [{"word": w, "start_ms": s, "end_ms": e, "confidence": 0.9} for w, s, e in spec]
 
 
-def real_hop(seq: int, start: float, *spec: tuple[str, float, float]) -> dict:
-    """A hypothesis as the real model produced it for a 1.28 s window starting at ``start``."""
+def real_hop(seq: int, start: float, *spec: tuple[str, float, float], window_ms: float = WINDOW_MS) -> dict:
+    """A hypothesis as the real model produced it for a window starting at ``start``."""
     return {
         "session_id": "real",
         "hop_seq": seq,
         "words": words(*spec),
         "window_start_ms": start,
-        "window_end_ms": start + WINDOW_MS,
+        "window_end_ms": start + window_ms,
         "is_final": False,
         "first_capture_ts_ms": 0.0,
     }
@@ -337,3 +337,18 @@ def test_a_word_cut_by_the_window_end_and_misheard_twice_is_not_committed() -> N
     transcripts = run(stitcher, clock, hops)
     assert [t["committed_text"] for t in transcripts] == ["", "we are", "we are", "we are open"]
     assert transcripts[1]["tail_text"] == "oh" and transcripts[2]["tail_text"] == "open"
+
+
+def test_a_word_heard_before_survives_a_garbled_hop_and_the_window_start() -> None:
+    clock = FakeClock()
+    stitcher = Stitcher(clock=clock)
+    hops = [  # 0.96 s windows: "extra large mocha"
+        real_hop(10, 800, ("your", 862, 982), ("extra", 982, 1383), ("large", 1422, 1662), window_ms=960),
+        real_hop(11, 960, ("extra", 1022, 1383), ("large", 1423, 1702), window_ms=960),
+        real_hop(12, 1120, ("start", 1182, 1703), ("mocha", 1742, 2022), window_ms=960),  # garbled
+        real_hop(13, 1280, ("a", 1383, 1422), ("large", 1422, 1703), ("mocha", 1743, 2022), window_ms=960),
+        {**real_hop(14, 1440, ("large", 1463, 1703), ("mocha", 1743, 2062), window_ms=960), "is_final": True},
+    ]
+    transcripts = run(stitcher, clock, hops)
+    assert transcripts[-1]["kind"] == "final"
+    assert transcripts[-1]["text"] == "your extra large mocha"
