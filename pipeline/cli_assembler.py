@@ -34,7 +34,8 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
         help="real recognizer on rolling windows of the bundled samples: stitched WER vs whole-utterance WER",
         description="Cuts each sample into the windower's rolling windows, recognizes every window, stitches "
         "the hypotheses like the assembler and compares the finals' WER with one decode of the whole "
-        "utterance; prints how long (in audio time) after a word ends it is first shown and committed.",
+        "utterance; prints how long (in audio time) after a word ends it is first shown and committed. "
+        "The window is HOPLINE_AUDIO__WINDOW_SECS (1.28; 0.96 is the controller's shrunk window).",
     )
     bench_stitching.add_argument("--samples", type=int, default=5, help="how many bundled samples (default 5)")
     bench_stitching.add_argument("--beam", type=int, choices=(1, 2, 4), default=4, help="beam width (default 4)")
