@@ -34,7 +34,7 @@ from pipeline.kafka import consumer_config, create_topics, now_ms
 from pipeline.producer import AudioProducer, AudioStream, read_wav
 from pipeline.report import LatencyReport, build_report, format_report, plot_breakdown, read_decisions, read_events
 from pipeline.settings import Settings
-from pipeline.supervisor import ServiceFailed, ServiceProcess
+from pipeline.supervisor import ServiceFailed, ServiceProcess, stop_all
 from pipeline.wer import matched_reference_words, normalize, word_errors
 
 log = logging.getLogger(__name__)
@@ -384,10 +384,9 @@ def running_services(
             say(f"  {role} ready ({time.monotonic() - started:.1f} s)")
         yield services
     finally:
-        for role, service in services.items():
-            try:
-                service.terminate(30.0)
-            except ServiceFailed:
+        codes = stop_all(list(services.values()))
+        for role, code in zip(services, codes, strict=True):
+            if code < 0:
                 say(f"  {role} ignored SIGTERM and was killed")
 
 

@@ -16,7 +16,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
 
 from pipeline.settings import Settings
@@ -112,3 +112,27 @@ class ServiceProcess:
     ) -> None:
         if self.process.poll() is None:
             self.kill()
+
+
+def stop_all(services: Sequence[ServiceProcess], timeout_s: float = 30.0) -> list[int]:
+    """SIGTERM every service at once, then wait for each; returns their exit codes.
+
+    A service that ignores SIGTERM for ``timeout_s`` is killed (its code is then negative). An
+    interrupt while waiting (a second Ctrl-C or SIGTERM) kills the rest rather than leaving
+    orphans, then propagates.
+    """
+    for service in services:
+        if service.running:
+            service.process.send_signal(signal.SIGTERM)
+    codes = []
+    try:
+        for service in services:
+            try:
+                codes.append(service.terminate(timeout_s))
+            except ServiceFailed:
+                codes.append(service.process.returncode)
+    except BaseException:
+        for service in services:
+            service.kill()
+        raise
+    return codes
