@@ -205,6 +205,160 @@ POLITE_END = _w(
 )
 
 
+def _merge(*lists: list[str]) -> list[str]:
+    return list(dict.fromkeys(x for lst in lists for x in lst))
+
+
+# The second half of the vocabulary: banking, insurance, travel, utilities and retail/IT breadth.
+FIRST_NAMES_MORE = _w(
+    "abdul, akira, alan, alberto, alejandro, alfredo, ali, alina, allison, alyssa, amir, ana, andre, "
+    "angelo, anita, antonio, april, ariana, armando, arturo, audrey, ava, barry, beatrice, bella, bernard, "
+    "beth, bianca, blake, bonnie, brad, brenda, brent, brett, bridget, brooke, bruno, caleb, calvin, cameron, "
+    "camila, carla, carmen, caroline, casey, cecilia, chad, chandra, chloe, chris, claire, clara, clarence, "
+    "claudia, clayton, colin, connor, courtney, craig, crystal, curtis, dale, dana, darius, darnell, darren, "
+    "dawn, dean, deepak, delia, derek, desmond, devin, diego, dominic, donna, dora, dwayne, eddie, eduardo, "
+    "elaine, elena, eli, elliot, ellen, emilio, enrique, erin, esther, eugene, eva, evan, faith, farah, felix, "
+    "fernando, fiona, francisco, gabriela, gavin, gina, glen, gordon, grant, greg, hailey, hamza, harry, "
+    "hassan, hector, holly, hugo, ian, ibrahim, irene, isaac, ivan, jade, jamal, jasmine, javier, jay, "
+    "jenna, jill, jim, joanna, joel, jorge, julia, julian, kai, karim, kate, katie, keisha, ken, kim, kristen, "
+    "lamar, leah, leo, leon, leslie, liam, lily, lorenzo, lucas, lucy, luke, malik, manuel, marco, marcus, "
+    "mario, marisol, marta, max, maya, mei, melanie, mia, micah, miles, molly, monica, morgan, nadia, naomi, "
+    "neil, nina, nora, oliver, oscar, owen, pablo, pedro, penny, phil, quinn, rafael, ramon, rashid, reggie, "
+    "renee, ricardo, rita, rob, roberto, rosa, ruby, ruth, sabrina, sally, salma, sam, sanjay, sergio, "
+    "shane, sheila, simon, sonia, stella, tanya, tara, ted, tina, todd, tom, tony, travis, trevor, troy, "
+    "valerie, vanessa, vera, victor, vivian, wade, wendy, xavier, yasmin, yolanda, yusuf, zach, zara, zoe"
+)
+LAST_NAMES_MORE = _w(
+    "abbott, acosta, aguilar, ali, andrews, armstrong, arnold, austin, ayala, banks, barker, barrett, "
+    "bates, beck, benson, berry, bishop, black, blake, boyd, bradley, brady, burke, burns, bush, byrd, "
+    "caldwell, cannon, carlson, carpenter, carr, carroll, castro, chambers, chan, chang, chapman, cohen, "
+    "contreras, craig, crawford, cunningham, curtis, daniels, davidson, dawson, day, dean, delgado, dixon, "
+    "douglas, duncan, dunn, elliott, estrada, farmer, ferguson, fernandez, fields, fleming, fletcher, ford, "
+    "fowler, fox, francis, frank, franklin, freeman, fuller, garza, george, gilbert, glover, goodman, "
+    "gordon, grant, greene, guerrero, gupta, hale, hansen, hanson, hardy, harper, harvey, hawkins, hicks, "
+    "hoffman, holland, holmes, hopkins, horton, houston, hudson, hunt, hunter, ingram, jacobs, jensen, "
+    "johnston, kaur, keller, kennedy, khan, knight, lambert, lane, larson, lawrence, lawson, le, leonard, "
+    "little, lowe, lucas, lynch, mann, marshall, mason, matthews, mccarthy, mcdonald, medina, meyer, mills, "
+    "montgomery, moreno, mullins, munoz, newman, nichols, obrien, oliver, olson, owens, palmer, park, "
+    "payne, pearson, pena, pierce, porter, quinn, rice, riley, rios, robertson, rose, ryan, salazar, "
+    "sandoval, schmidt, schneider, sharma, shaw, silva, simpson, singh, snyder, soto, spencer, stanley, "
+    "stone, summers, sutton, tucker, vargas, vaughn, wagner, walsh, warren, watkins, weaver, webb, wells, "
+    "wheeler, williamson, willis, wolf, wong, woods, yang, zhang"
+)
+CITIES_MORE = _w(
+    "anchorage, honolulu, el paso, fort worth, arlington, aurora, bakersfield, baton rouge, birmingham, "
+    "boulder, burlington, charleston, chattanooga, colorado springs, corpus christi, dayton, durham, "
+    "fort lauderdale, grand rapids, green bay, greensboro, hartford, irvine, jersey city, knoxville, "
+    "lexington, lincoln, little rock, long beach, lubbock, mesa, mobile, newark, norfolk, oklahoma city, "
+    "palm springs, pasadena, plano, providence, reno, rochester, san francisco, san jose, santa fe, "
+    "savannah, scottsdale, syracuse, tacoma, tallahassee, toledo, wichita, worcester, calgary, ottawa, "
+    "edmonton, winnipeg, halifax, quebec city, mexico city, manchester, glasgow, edinburgh, sydney, "
+    "melbourne, auckland, singapore, mumbai, delhi, bangalore, manila, tokyo, seoul, berlin, paris, madrid"
+)
+STREETS_MORE = _w(
+    "adams, ash, aspen, bay, beach, birch, briar, brook, canyon, cypress, dogwood, eagle, fairview, falcon, "
+    "garden, glen, grove, hickory, holly, hudson, jackson, juniper, kings, laurel, locust, magnolia, mountain, "
+    "ocean, orchard, poplar, prospect, quail, redwood, rose, sage, shore, spruce, summit, sycamore, vine"
+)
+BURGERS_MORE = _w(
+    "brisket sandwich, smoked turkey sandwich, jalapeno burger, mushroom swiss burger, patty melt, "
+    "chicken parmesan sandwich, philly cheesesteak, reuben sandwich, shrimp basket, fish and chips, "
+    "chicken fajitas, beef enchiladas, chicken quesadilla, carnitas taco, fish taco, street tacos, "
+    "breakfast sandwich, sausage egg and cheese croissant, waffle, blueberry pancakes, oatmeal, "
+    "avocado toast, egg white wrap, chicken caesar wrap, buffalo chicken wrap, spicy tuna roll, "
+    "california roll, orange chicken, fried rice, lo mein, pad thai, chicken curry, falafel wrap, gyro, "
+    "hummus plate, greek salad, spinach salad, chef salad, chicken noodle soup, clam chowder, "
+    "minestrone, loaded baked potato, chili cheese fries, buffalo wings, boneless wings, popcorn chicken, "
+    "corn dog, pretzel bites, cheese sticks, margherita pizza, hawaiian pizza, veggie pizza, supreme pizza, "
+    "calzone, lasagna, spaghetti and meatballs, fettuccine alfredo, ravioli, chicken strips, fish fillet"
+)
+SIDES_MORE = _w(
+    "hush puppies, fried okra, collard greens, baked beans, potato salad, pasta salad, black beans, "
+    "refried beans, spanish rice, white rice, steamed vegetables, side of guacamole, sour cream, "
+    "queso, pico de gallo, pickles, jalapenos, banana, granola bar, cheesecake, ice cream sundae, "
+    "chocolate chip cookie, oatmeal raisin cookie, lemon bar, churros, cinnamon twists, pie slice"
+)
+DRINKS_MORE = _w(
+    "arnold palmer, hibiscus tea, chai latte, matcha latte, flat white, americano, macchiato, "
+    "caramel macchiato, pumpkin spice latte, peach iced tea, raspberry lemonade, sparkling water, "
+    "club soda, tonic water, cranberry juice, grape soda, cream soda, horchata, energy drink, "
+    "protein shake, mango smoothie, banana smoothie, oreo shake, peanut butter shake, slushie"
+)
+PRODUCTS_MORE = _w(
+    "wireless mouse, gaming headset, webcam, ring light, tripod, projector, streaming stick, soundbar, "
+    "subwoofer, turntable, record player, e reader, fitness tracker, drone, action camera, flash drive, "
+    "ethernet cable, hdmi cable, surge protector, extension cord, mesh router, range extender, "
+    "graphics card, motherboard, processor, solid state drive, ink cartridge, toner, paper shredder, "
+    "label maker, calculator, electric toothbrush, hair dryer, straightener, electric razor, "
+    "stand mixer, food processor, rice cooker, slow cooker, pressure cooker, espresso machine, kettle, "
+    "water filter, humidifier, dehumidifier, air purifier, ceiling fan, floor lamp, rug, curtains, "
+    "bed frame, nightstand, dresser, recliner, patio set, grill, lawn mower, leaf blower, pressure washer, "
+    "drill, tool set, ladder, garden hose, car seat, stroller, crib, high chair, baby monitor, "
+    "yoga mat, dumbbells, treadmill, exercise bike, bicycle, helmet, scooter, skateboard, tent, "
+    "sleeping bag, cooler, suitcase, carry on bag, duffel bag, wallet, watch band, sunglasses, umbrella, "
+    "rain jacket, winter coat, gloves, scarf, hat, sandals, slippers, leggings, shorts, polo shirt, "
+    "blazer, tie, belt, purse, necklace, earrings, bracelet, ring"
+)
+ACCOUNT_THINGS_MORE = _w(
+    "checking account, savings account, mortgage payment, car loan, loan application, wire transfer, "
+    "overdraft fee, atm withdrawal, mobile deposit, pin number, routing number, insurance policy, "
+    "insurance claim, deductible, premium, copay, prescription, pharmacy order, flight reservation, "
+    "hotel booking, rental car, boarding pass, seat assignment, baggage claim, travel voucher, "
+    "gas bill, electric bill, water bill, internet service, cable package, phone plan, data plan, "
+    "gym membership, streaming service, magazine subscription, meal kit, loyalty points, reward points"
+)
+PROBLEMS_MORE = _w(
+    "my flight was cancelled, my bag did not arrive, i missed my connecting flight, my seat was changed, "
+    "the hotel lost my reservation, my rental car was not ready, my claim was denied, "
+    "my prescription is not ready, the pharmacy says my insurance expired, my power has been out since "
+    "last night, my internet keeps dropping, the water pressure is very low, my meter reading is wrong, "
+    "someone used my card without permission, i think my account was hacked, i lost my wallet, "
+    "my check has not cleared, the atm kept my card, my loan payment was applied twice, "
+    "i was locked out of online banking, my points are missing, my coupon expired yesterday"
+)
+IT_THINGS_MORE = _w(
+    "outlook, excel, powerpoint, word document, teams, zoom, slack, sharepoint, onedrive, google drive, "
+    "salesforce, jira, confluence, github, password manager, authenticator app, two factor code, "
+    "remote desktop, citrix, virtual machine, hard disk, usb port, bluetooth, touchpad, trackpad, "
+    "graphics driver, sound card, network adapter, ip address, dns server, proxy, wireless access point, "
+    "switch, cable modem, fiber line, laptop charger, docking cable, second monitor, projector screen, "
+    "conference phone, voicemail, desk phone, mobile device, tablet app, company portal, intranet, "
+    "payroll system, expense report, time sheet, crm, erp system, inventory system, point of sale, "
+    "cash register, receipt printer, barcode scanner, card reader, kiosk"
+)
+IT_PROBLEMS_MORE = _w(
+    "is running out of memory, shows a blue screen, makes a clicking noise, is overheating, "
+    "keeps asking for my password, cannot find the printer, is stuck on the loading screen, "
+    "says the certificate is invalid, says my license is not valid, lost all my files, "
+    "will not let me save, is showing the wrong time, keeps dropping calls, has a flickering screen, "
+    "is not charging, will not recognize the device, says the server is unreachable"
+)
+IT_ACTIONS_MORE = _w(
+    "run the troubleshooter, check for updates, disable the extension, remove the device and add it again, "
+    "forget the network and reconnect, restart in safe mode, clear the print queue, "
+    "update your browser, sign in with your company email, accept the terms and conditions, "
+    "restart the docking station, swap the cable, try a different usb port, check the power light"
+)
+DEPARTMENTS_MORE = _w(
+    "fraud prevention, the claims department, the pharmacy, reservations, the front desk, "
+    "the loan department, collections, the billing office, the warehouse, the store manager"
+)
+
+FIRST_NAMES = _merge(FIRST_NAMES, FIRST_NAMES_MORE)
+LAST_NAMES = _merge(LAST_NAMES, LAST_NAMES_MORE)
+CITIES = _merge(CITIES, CITIES_MORE)
+STREETS = _merge(STREETS, STREETS_MORE)
+BURGERS = _merge(BURGERS, BURGERS_MORE)
+SIDES = _merge(SIDES, SIDES_MORE)
+DRINKS = _merge(DRINKS, DRINKS_MORE)
+PRODUCTS = _merge(PRODUCTS, PRODUCTS_MORE)
+ACCOUNT_THINGS = _merge(ACCOUNT_THINGS, ACCOUNT_THINGS_MORE)
+IT_THINGS = _merge(IT_THINGS, IT_THINGS_MORE)
+IT_PROBLEMS = _merge(IT_PROBLEMS, IT_PROBLEMS_MORE)
+IT_ACTIONS = _merge(IT_ACTIONS, IT_ACTIONS_MORE)
+DEPARTMENTS = _merge(DEPARTMENTS, DEPARTMENTS_MORE)
+
+
 def _num(rng: random.Random, lo: int, hi: int) -> str:
     return number_words(rng.randint(lo, hi))
 
@@ -279,6 +433,10 @@ SLOTS: dict[str, Slot] = {
     "thing": lambda r: r.choice(ACCOUNT_THINGS),
     "billing_problem": lambda r: r.choice(PROBLEMS_BILLING),
     "order_problem": lambda r: r.choice(PROBLEMS_ORDER),
+    "service_problem": lambda r: r.choice(PROBLEMS_MORE),
+    "year": lambda r: (
+        f"nineteen {number_words(r.randint(40, 99))}" if r.random() < 0.7 else f"two thousand {_num(r, 1, 9)}"
+    ),
     "it": lambda r: r.choice(IT_THINGS),
     "it_problem": lambda r: r.choice(IT_PROBLEMS),
     "it_action": lambda r: r.choice(IT_ACTIONS),
@@ -378,6 +536,21 @@ CALL_CENTER = [
     "perfect thank you so much for your help",
     "have a great day",
     "you too bye",
+    "{service_problem}",
+    "{greet} {service_problem}",
+    "{service_problem} and nobody called me back",
+    "i am calling about my {thing} in {city}",
+    "my flight from {city} to {city} on {date} was cancelled",
+    "i need to change my flight to {day} morning",
+    "i would like to book a room in {city} for {days} nights",
+    "i need to refill my prescription at the pharmacy on {address}",
+    "when does my insurance policy renew",
+    "what is the balance on my checking account",
+    "i would like to transfer {price} to my savings account",
+    "please confirm your date of birth",
+    "my date of birth is {month} {ordinal} {year}",
+    "i have been a customer since {year}",
+    "i want to report a lost card the last four digits are {digits4}",
 ]
 DRIVE_THRU = [
     "welcome to {city} burger what can i get for you today",
@@ -576,6 +749,7 @@ def vocabulary() -> list[str]:
         ACCOUNT_THINGS,
         PROBLEMS_BILLING,
         PROBLEMS_ORDER,
+        PROBLEMS_MORE,
         IT_THINGS,
         IT_PROBLEMS,
         IT_ACTIONS,
@@ -586,6 +760,7 @@ def vocabulary() -> list[str]:
         GREETINGS,
         POLITE_END,
         ["hundred", "thousand", "oh", "dollars", "cents", "and", "percent", "a", "one", "twenty", "thirtieth"],
+        ["nineteen", "two"],
         ["forty five", "o clock"],
     ]
     for lst in lists:

@@ -207,8 +207,14 @@ def isolated_pronunciations(words: list[str]) -> dict[str, str]:
     return out
 
 
-def make_assets(corpus: Path, assets: Path, lm_sentences: int = 200000, seed: int = 5) -> dict[str, object]:
-    """Write tokens.txt, lexicon.txt and lm.arpa into `assets` from a synthesized train corpus."""
+def make_assets(
+    corpus: Path, assets: Path, lm_sentences: int = 200000, seed: int = 5, keep_tokens: bool = True
+) -> dict[str, object]:
+    """Write tokens.txt, lexicon.txt and lm.arpa into `assets` from a synthesized train corpus.
+
+    With keep_tokens and an existing tokens.txt, the token set stays as it is (a trained model's output
+    layer is tied to it) and pronunciations using other phonemes are dropped.
+    """
     from workers.asr.lm import build_arpa
 
     _, metas = load_split(corpus, "train")
@@ -220,16 +226,22 @@ def make_assets(corpus: Path, assets: Path, lm_sentences: int = 200000, seed: in
     for w, pron in isolated_pronunciations(vocab).items():
         if pron not in lexicon[w] and len(lexicon[w]) < 4:
             lexicon[w].append(pron)
-    phones = sorted(
-        {p for prons in lexicon.values() for pr in prons for p in pr.split()}
-        | {p for m in metas for p, _, _ in m["phones"]}
-    )
-    assets.mkdir(parents=True, exist_ok=True)
-    (assets / "tokens.txt").write_text("\n".join(["<blank>", "|", *phones]) + "\n")
+    token_file = assets / "tokens.txt"
+    if keep_tokens and token_file.exists():
+        known = set(token_file.read_text().split())
+        lexicon = {w: kept for w, prons in lexicon.items() if (kept := [p for p in prons if set(p.split()) <= known])}
+    else:
+        phones = sorted(
+            {p for prons in lexicon.values() for pr in prons for p in pr.split()}
+            | {p for m in metas for p, _, _ in m["phones"]}
+        )
+        assets.mkdir(parents=True, exist_ok=True)
+        token_file.write_text("\n".join(["<blank>", "|", *phones]) + "\n")
     with open(assets / "lexicon.txt", "w") as f:
         for w in sorted(lexicon):
             for pron in lexicon[w]:
                 f.write(f"{w}\t{pron}\n")
     stream = domain.sentences(seed, held_out=False)
     counts = build_arpa((next(stream) for _ in range(lm_sentences)), lexicon.keys(), assets / "lm.arpa")
-    return {"words": len(lexicon), "tokens": len(phones) + 2, "ngrams": counts, "missing_in_corpus": len(missing)}
+    tokens = len(token_file.read_text().split())
+    return {"words": len(lexicon), "tokens": tokens, "ngrams": counts, "missing_in_corpus": len(missing)}
