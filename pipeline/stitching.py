@@ -12,7 +12,8 @@ never repeats) when it is stable:
   e.g. the start of "open" as "oh"), or
 * it ended at least ``stable_after_ms`` before the newest window's end (enough right
   context heard), or
-* the newest window no longer covers its start (it can never be re-decoded), or
+* it starts in the first ``start_guard_ms`` of a window that moved on (from there on it
+  is not heard reliably again), or
 * the segment closes.
 
 A word that starts in a window's first ``start_guard_ms`` is ignored unless one of the last
@@ -241,9 +242,9 @@ class Stitcher:
         window_end = float(hypothesis["window_end_ms"])
         words, dropped = _valid_words(hypothesis["words"])
 
-        # Tail words whose start the new window no longer covers can never be re-decoded: keep them.
-        gone = [w for w in state.tail if w.start_ms < window_start + self.policy.start_guard_ms]
-        self._commit(state, gone)
+        # Tail words at the start of a window that moved on are not heard reliably again: keep them.
+        if window_start > 0:
+            self._commit(state, [w for w in state.tail if w.start_ms < window_start + self.policy.start_guard_ms])
         candidates = self._uncommitted(state, words, window_start)
         state.last_window_end_ms = window_end
         state.heard = [*state.heard, candidates][-self.policy.heard_hops :]

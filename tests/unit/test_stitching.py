@@ -352,3 +352,15 @@ def test_a_word_heard_before_survives_a_garbled_hop_and_the_window_start() -> No
     transcripts = run(stitcher, clock, hops)
     assert transcripts[-1]["kind"] == "final"
     assert transcripts[-1]["text"] == "your extra large mocha"
+
+
+def test_a_word_at_the_very_start_of_a_session_keeps_its_full_timing() -> None:
+    clock = FakeClock()
+    stitcher = Stitcher(clock=clock)
+    speech = [("call", 120, 400), ("me", 440, 560)]
+    hops = [hypothesis("early", seq, speech=speech, is_final=seq == 5) for seq in range(6)]
+    transcripts = run(stitcher, clock, hops)
+    assert [(w["word"], w["start_ms"], w["end_ms"]) for w in transcripts[-1]["words"]] == [
+        ("call", 120, 400),
+        ("me", 440, 560),
+    ]
