@@ -10,6 +10,7 @@ import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from pipeline import audio, contracts
+from pipeline.control import ladder
 from pipeline.kafka import consumer_config, make_producer, now_ms
 from pipeline.producer import AudioProducer, AudioStream
 from pipeline.settings import Settings
@@ -68,7 +69,9 @@ def expected_stream(stream: AudioStream) -> np.ndarray:
     return audio.upsample_8k_to_16k(decoded) if stream.sample_rate == 8000 else decoded
 
 
-def assert_hops_match(stream: AudioStream, hops: list[contracts.Record], redelivered: bool = False) -> None:
+def assert_hops_match(
+    stream: AudioStream, hops: list[contracts.Record], redelivered: bool = False, window_samples: int = WINDOW
+) -> None:
     """Exactly the hops the documented decode/resample gives; ``redelivered``: frames may come twice."""
     expected = expected_stream(stream)
     frames = len(expected) // SPF
@@ -76,7 +79,7 @@ def assert_hops_match(stream: AudioStream, hops: list[contracts.Record], redeliv
     assert [h["is_final"] for h in hops] == [False] * (frames // 8) + [True]
     for hop in hops:
         end = min((hop["hop_seq"] + 1) * 8, frames) * SPF
-        start = max(0, end - WINDOW)
+        start = max(0, end - window_samples)
         assert hop["window_start_sample"] == start
         window = audio.pcm16_from_bytes(hop["audio"])
         differ = np.flatnonzero(window != expected[start:end]) if len(window) == end - start else [-1]
@@ -202,3 +205,35 @@ def test_a_restarted_windower_continues_without_losing_or_repeating_a_hop(make_s
     for stream in streams:
         # Frames after the last commit come again after the restart and are dropped as duplicates.
         assert_hops_match(stream, grouped[stream.session_id], redelivered=True)
+
+
+def test_the_window_follows_the_control_topic(make_settings: SettingsFactory) -> None:
+    settings = make_settings()
+    knobs = ladder(settings)[2]  # window shrunk to 0.96 s
+    command = {
+        "scope": "global",
+        "seq": 1,
+        "level": knobs.level,
+        "emit_interval_ms": knobs.emit_interval_ms,
+        "window_secs": knobs.window_secs,
+        "beam": knobs.beam,
+        "admit_new_sessions": knobs.admit_new_sessions,
+        "reason": "test",
+        "metrics": {},
+        "issued_ts_ms": now_ms(),
+    }
+    control = make_producer(settings)
+    control.produce(settings.topics.control, key=b"global", value=contracts.CONTROL.encode(command))
+    control.flush(5)
+    stream = AudioStream("short-window", speech_like(1.5, 16000, 7))
+    hops_reader = Reader(settings, settings.topics.hops)
+    with ServiceProcess(settings, "windower") as windower:
+        windower.wait_ready()
+        producer = AudioProducer(settings)
+        producer.stream(stream)
+        producer.close()
+        hops = hops_reader.read_until(contracts.HOP, lambda got: finals(got) == 1)
+        assert windower.terminate() == 0
+    hops_reader.close()
+    assert {(h["window_secs"], h["control_level"]) for h in hops} == {(0.96, 2)}
+    assert_hops_match(stream, hops, window_samples=15360)
