@@ -27,13 +27,16 @@ def test_shipped_checkpoint_transcribes_the_shipped_samples(recognizer: Recogniz
 
 
 def test_word_times_agree_with_the_synthesis(recognizer: Recognizer, samples: Samples) -> None:
-    entry, audio = samples[0]
-    result = recognizer.transcribe([audio])[0]
-    assert [w.word for w in result.words] == entry["text"].split()
-    for got, ref in zip(result.words, entry["words"], strict=True):
-        assert abs(got.end_s - ref["end_s"]) < 0.12
-        assert abs(got.start_s - ref["start_s"]) < 0.12
-        assert 0.0 <= got.confidence <= 1.0
+    errors = []
+    for entry, audio in samples:
+        result = recognizer.transcribe([audio])[0]
+        if [w.word for w in result.words] != entry["text"].split():
+            continue  # timing is compared on exactly recognized samples only
+        for got, ref in zip(result.words, entry["words"], strict=True):
+            errors += [got.start_s - ref["start_s"], got.end_s - ref["end_s"]]
+            assert 0.0 <= got.confidence <= 1.0
+    assert len(errors) > 100
+    assert float(np.mean(np.abs(errors))) < 0.05 and float(np.max(np.abs(errors))) < 0.3
 
 
 def test_batched_and_single_windows_give_the_same_result(recognizer: Recognizer, samples: Samples) -> None:
