@@ -128,7 +128,7 @@ class AssemblerSettings(BaseModel):
         200.0, gt=0, description="Two hops agree on a word when its start differs by at most this."
     )
     stable_after_ms: float = Field(
-        480.0, gt=0, description="A word that ended this long before the window's end is committed."
+        640.0, gt=0, description="A word that ended this long before the window's end is committed."
     )
     idle_timeout_s: float = Field(
         45.0, gt=0, description="No hypothesis this long closes a session (longer than the windower's idle expiry)."

@@ -99,10 +99,10 @@ class StitchingPolicy:
 
     endpoint_silence_ms: float = 600.0
     agreement_tolerance_ms: float = 200.0
-    stable_after_ms: float = 480.0
+    stable_after_ms: float = 640.0
     start_guard_ms: float = 160.0
     heard_hops: int = 3
-    end_guard_ms: float = 80.0
+    end_guard_ms: float = 320.0
     idle_timeout_ms: float = 30_000.0
     closed_retention_ms: float = 60_000.0
     min_emit_spacing: float = 0.5
