@@ -25,7 +25,8 @@ further back.
 Everything after the committed words is the **tail**: the newest hypothesis' guess, shown
 in partials and free to change. Committed words carry stream times; the stream time of
 the last committed word's end is the *horizon*, and only words beyond it are ever
-considered again, which is what makes a word impossible to commit twice.
+considered again, which is what makes a word impossible to commit twice (the last
+committed word decoded again with shifted timing is recognised and skipped too).
 
 A **final** closes a segment: at an endpoint (the newest window ends at least
 ``endpoint_silence_ms`` after the last word heard), at the session's final hop, or when a
@@ -95,7 +96,11 @@ class Word:
 
 @dataclass(frozen=True)
 class StitchingPolicy:
-    """When words count as stable and when segments close; defaults are the mission's."""
+    """When words count as stable and when segments close.
+
+    The endpoint is the mission's 600 ms; the guards and thresholds were tuned on the
+    shipped model's hypotheses of held-out speech (``hopline bench stitching``).
+    """
 
     endpoint_silence_ms: float = 600.0
     agreement_tolerance_ms: float = 200.0
