@@ -28,6 +28,12 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
     )
     report.add_argument("--since", default=None, help="only the last SPAN, e.g. 90s, 10m, 2h (default: everything)")
     report.add_argument("--plot", default=None, metavar="OUT.png", help="draw the breakdown over time to this file")
+    report.add_argument(
+        "--by",
+        choices=("worker", "session", "level"),
+        default=None,
+        help="also break the figures down per worker, session or degradation level",
+    )
     report.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
     report.set_defaults(handler=_latency_report)
     latency.set_defaults(handler=help_handler(latency))
@@ -42,4 +48,4 @@ def _run_controller(args: argparse.Namespace, settings: Settings) -> int:
 def _latency_report(args: argparse.Namespace, settings: Settings) -> int:
     from pipeline.report import run_report
 
-    return run_report(settings, since=args.since, plot=args.plot, as_json=args.json)
+    return run_report(settings, since=args.since, plot=args.plot, as_json=args.json, by=args.by)

@@ -134,6 +134,30 @@ def build_report(
     )
 
 
+#: ``--by`` groupings: the LatencyEvent field each one splits on.
+GROUPINGS = {"worker": "worker_id", "session": "session_id", "level": "control_level"}
+
+
+def group_reports(events: Sequence[Mapping[str, Any]], by: str) -> dict[str, LatencyReport]:
+    """One report per worker, session or degradation level: which of them makes the p95."""
+    field_name = GROUPINGS[by]
+    groups: dict[str, list[Mapping[str, Any]]] = {}
+    for event in events:
+        groups.setdefault(str(event[field_name]), []).append(event)
+    return {name: build_report(members) for name, members in sorted(groups.items())}
+
+
+def format_groups(by: str, groups: Mapping[str, LatencyReport]) -> str:
+    lines = [f"by {by}:", f"  {by:<20}{'hops':>7}{'e2e p50':>9}{'e2e p95':>9}{'qw p95':>8}  p95 driver"]
+    for name, report in groups.items():
+        driver = report.driver.component if report.driver else "-"
+        lines.append(
+            f"  {name[:20]:<20}{report.events:>7}{report.p50['e2e']:>9.0f}{report.p95['e2e']:>9.0f}"
+            f"{report.p95['queue_wait']:>8.0f}  {driver}"
+        )
+    return "\n".join(lines)
+
+
 def format_report(report: LatencyReport) -> str:
     """The analyst's tables, plain text."""
     if not report.events:
@@ -246,18 +270,30 @@ def collect_report(settings: Settings, since_s: float | None = None) -> tuple[La
     return build_report(events, decisions, invalid), events
 
 
-def run_report(settings: Settings, since: str | None, plot: str | None, as_json: bool) -> int:
+def run_report(settings: Settings, since: str | None, plot: str | None, as_json: bool, by: str | None = None) -> int:
     since_s = parse_span(since) if since is not None else None
     report, events = collect_report(settings, since_s)
+    groups = group_reports(events, by) if by else {}
     if plot:
         try:
             plot_breakdown(events, report.decisions, plot)
         except OSError as exc:
             raise CliError(f"cannot write the plot to {plot}: {exc.strerror or exc}") from exc
     if as_json:
-        print(json.dumps(report.figures()))
+        figures = report.figures()
+        if by:
+            figures[f"by_{by}"] = {name: _group_figures(group) for name, group in groups.items()}
+        print(json.dumps(figures))
     else:
         print(format_report(report))
+        if by:
+            print(format_groups(by, groups))
         if plot:
             print(f"plot written to {plot}")
     return 0
+
+
+def _group_figures(report: LatencyReport) -> dict[str, Any]:
+    figures = report.figures()
+    del figures["decisions"]
+    return figures

@@ -65,8 +65,14 @@ def test_report_reads_the_topics_filters_by_since_and_plots(
     assert figures["decisions"][0]["metrics"] == {"queue_wait_ms_p95": 130.0}
     assert plot.read_bytes().startswith(b"\x89PNG")
 
-    assert main(["latency", "report"]) == 0
+    assert main(["latency", "report", "--json", "--by", "session"]) == 0
+    by_session = json.loads(capsys.readouterr().out)["by_session"]
+    assert sorted(by_session) == ["s1", "s2", "s8"], "the 30-minute-old hops are all s8"
+    assert by_session["s8"]["batch_size_mean"] == 8.0 and by_session["s8"]["queue_wait_ms_p95"] == 900.0
+
+    assert main(["latency", "report", "--by", "worker"]) == 0
     text = capsys.readouterr().out
+    assert "by worker:" in text
     assert "61 hops" not in text and "60 hops" in text
     assert "skipped 1 unreadable latency events" in text
     assert "level 2" in text

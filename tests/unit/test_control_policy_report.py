@@ -4,7 +4,7 @@ import pytest
 
 from pipeline.control_policy import COMPONENTS
 from pipeline.errors import CliError
-from pipeline.report import build_report, format_report, parse_span
+from pipeline.report import build_report, format_groups, format_report, group_reports, parse_span
 
 
 def event(session: str, ts_ms: float, queue_wait_ms: float, gpu_ms: float = 40.0, batch_size: int = 1) -> dict:
@@ -71,3 +71,14 @@ def test_empty_span_reports_nulls_not_nan() -> None:
     figures = report.figures()
     assert figures["events"] == 0 and figures["e2e_ms_p95"] is None and figures["p95_driver"] is None
     assert "no latency events" in format_report(report)
+
+
+def test_groups_show_which_worker_makes_the_p95() -> None:
+    events = [dict(event("s1", 1000.0 + i, queue_wait_ms=5.0), worker_id="fast") for i in range(30)]
+    events += [dict(event("s2", 1000.0 + i, queue_wait_ms=300.0), worker_id="slow") for i in range(10)]
+    groups = group_reports(events, "worker")
+    assert list(groups) == ["fast", "slow"]
+    assert groups["slow"].p95["e2e"] > groups["fast"].p95["e2e"]
+    assert groups["slow"].events == 10
+    text = format_groups("worker", groups)
+    assert text.splitlines()[0] == "by worker:" and "slow" in text.splitlines()[-1]
