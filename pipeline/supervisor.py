@@ -88,6 +88,10 @@ class ServiceProcess:
         """SIGTERM and wait: the service must drain and exit on its own."""
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
+        return self.wait(timeout_s)
+
+    def wait(self, timeout_s: float = 20.0) -> int:
+        """Wait for the exit without signalling again (a second SIGTERM may hit a default handler)."""
         try:
             code = self.process.wait(timeout_s)
         except subprocess.TimeoutExpired:
@@ -128,7 +132,7 @@ def stop_all(services: Sequence[ServiceProcess], timeout_s: float = 30.0) -> lis
     try:
         for service in services:
             try:
-                codes.append(service.terminate(timeout_s))
+                codes.append(service.wait(timeout_s))
             except ServiceFailed:
                 codes.append(service.process.returncode)
     except BaseException:
