@@ -357,6 +357,10 @@ class DemoResult:
         return figures
 
 
+def _ms(value: float) -> str:
+    return "- ms" if value != value else f"{value:.0f} ms"
+
+
 def _rounded(value: float) -> float | None:
     return None if value != value else round(value, 2)
 
@@ -507,7 +511,7 @@ def _stream_with_progress(
             knobs = follower.knobs
             say(
                 f"  t={time.monotonic() - started:5.1f}s sessions {live}/{len(plans)} hops {hops} "
-                f"e2e p95 {e2e_p95:.0f} ms queue_wait p95 {queue_p95:.0f} ms (last 10 s) "
+                f"e2e p95 {_ms(e2e_p95)} queue_wait p95 {_ms(queue_p95)} (last 10 s) "
                 f"level {knobs.level} (window {knobs.window_secs:g} s, beam {knobs.beam})"
             )
     finally:
