@@ -32,7 +32,16 @@ from pipeline.control_policy import percentile
 from pipeline.errors import CliError
 from pipeline.kafka import consumer_config, create_topics, now_ms
 from pipeline.producer import AudioProducer, AudioStream, read_wav
-from pipeline.report import LatencyReport, build_report, format_report, plot_breakdown, read_decisions, read_events
+from pipeline.report import (
+    LatencyReport,
+    build_report,
+    format_groups,
+    format_report,
+    group_reports,
+    plot_breakdown,
+    read_decisions,
+    read_events,
+)
 from pipeline.settings import Settings
 from pipeline.supervisor import ServiceFailed, ServiceProcess, stop_all
 from pipeline.wer import matched_reference_words, normalize, word_errors
@@ -582,6 +591,8 @@ def _result(
 
 def format_result(result: DemoResult, examples: int = 4) -> str:
     lines = [format_report(result.report)]
+    if len({e["control_level"] for e in result.events}) > 1:
+        lines.append(format_groups("level", group_reports(result.events, "level")))
     lines.append(
         f"delivery to the client (egress): p50 {result.egress_ms_p50:.1f} ms, p95 {result.egress_ms_p95:.1f} ms; "
         f"e2e as delivered (capture -> client, transcripts sent): p50 {result.delivered_e2e_ms_p50:.0f} ms, "
