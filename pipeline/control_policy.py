@@ -200,8 +200,8 @@ class ControlPolicy:
             knobs=self._ladder[self._level + 1],
             direction="raise",
             reason=f"e2e p95 {e2e_p95:.0f} ms at level {self._level} over the last {self._config.raise_hold_s:g} s "
-            f"> {limit:.0f} ms "
-            f"({self._config.e2e_raise_fraction:g} x target {self._config.e2e_p95_target_ms:.0f} ms)",
+            f"> {limit:.0f} ms ({self._config.e2e_raise_fraction:.0%} of the {self._config.e2e_p95_target_ms:.0f} ms "
+            "target)",
             metrics={**metrics, "level_e2e_ms_p95": round(e2e_p95, 3), "threshold_ms": limit},
         )
 

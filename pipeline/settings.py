@@ -151,10 +151,11 @@ class ControllerSettings(BaseModel):
     )
     e2e_p95_target_ms: float = Field(500.0, gt=0)
     e2e_raise_fraction: float = Field(
-        0.9,
+        1.0,
         gt=0,
         le=1,
-        description="e2e p95 of hops cut at the current level above this fraction of the target -> one level up.",
+        description="e2e p95 of hops cut at the current level above this fraction of the target -> one level up "
+        "(queue_wait is the early signal; this backstop acts when the target itself is broken).",
     )
     raise_hold_s: float = Field(
         2.0, ge=0, description="An e2e-driven raise waits this long after the last change to let it take effect."

@@ -135,11 +135,11 @@ def test_e2e_backstop_raises_one_level_at_a_time_on_hops_of_the_current_level() 
     assert later is not None and later.level == 3
 
 
-def test_e2e_under_the_raise_fraction_keeps_the_level() -> None:
+def test_e2e_just_under_its_target_keeps_the_level() -> None:
     clock = FakeClock()
     policy = make_policy(clock)
     clock.advance(3.0)
-    feed(policy, 40, queue_wait_ms=10.0, e2e_ms=440.0)
+    feed(policy, 40, queue_wait_ms=10.0, e2e_ms=490.0)
     assert policy.evaluate() is None and policy.level == 0
 
 
