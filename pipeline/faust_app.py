@@ -173,7 +173,8 @@ class AgentDeadLetters:
         self._service = service
         self._topics: dict[str, Any] = {}
 
-    async def publish(self, event: EventT, reason: str, error: BaseException | None = None) -> None:
+    async def publish(self, event: EventT, reason: str, error: BaseException | None = None) -> Any:
+        """Send the dead letter; returns its delivery future (ack the event once it is done)."""
         message = event.message
         source = message.topic
         log.warning("dead-lettered %s[%s]@%s: %s", source, message.partition, message.offset, reason)
@@ -192,7 +193,7 @@ class AgentDeadLetters:
             error=error,
             service=self._service,
         )
-        await topic.send(key=key, value=record)
+        return await topic.send(key=key, value=record)
 
 
 Hook = Callable[[], Awaitable[None] | None]

@@ -30,7 +30,8 @@ commit come again and are dropped as duplicates by seq. On SIGTERM :meth:`_drain
 taking frames and writes every session's state before faust commits and stops, and a hop
 with its state write is never cut in half by cancellation. The embedded broker's high
 watermark can lag its last record, so faust's own recovery can miss the newest state:
-:meth:`_read_changelogs_to_end` reads the changelogs to end-of-partition before ``ready``.
+:meth:`_read_changelogs_to_end` reads the changelogs to end-of-partition before a
+partition's first frame is windowed.
 After a crash (SIGKILL) a hop whose state write was lost is sent again with the same
 ``hop_seq`` and audio: consumers treat (session, hop_seq) as the hop's identity. The
 changelog replay grows with the changelog: on Apache Kafka the compacted topics hold ~130
@@ -131,6 +132,8 @@ class WindowerService:
         self._unpersisted: dict[str, _Unpersisted] = {}
         self._stream: Any = None
         self._in_flight: asyncio.Future[None] | None = None
+        self._acking: set[asyncio.Future[Any]] = set()
+        self._caught_up: set[int] = set()
         self._draining = False
         self.app.agent(self.frames, name="window-frames")(self._consume)
         self.app.timer(PERSIST_WITHIN_S / 2)(self._housekeeping)
@@ -163,6 +166,8 @@ class WindowerService:
                 await self._dead_letter(event, str(exc), exc)
                 continue
             frame = Frame.from_record(record)
+            if event.message.partition not in self._caught_up:
+                self._read_changelogs_to_end()
             if frame.session_id not in self.windower.sessions:
                 self._restore(frame.session_id)
             window_secs, level = self._knobs()
@@ -172,7 +177,7 @@ class WindowerService:
                 continue
             if outcome.duplicate or outcome.late:
                 self._count(outcome)
-                await self._stream.ack(event)
+                event.ack()
                 continue
             pending = self._unpersisted.setdefault(frame.session_id, _Unpersisted())
             pending.frames += outcome.appended
@@ -184,30 +189,55 @@ class WindowerService:
             WINDOWING_SECONDS.observe(time.perf_counter() - started)
 
     async def _publish_and_persist(self, session_id: str, outcome: Outcome) -> None:
-        await self._publish(outcome)
-        await self._persist(session_id)
+        await self._persist(session_id, await self._publish(outcome))
 
     async def _dead_letter(self, event: Any, reason: str, error: BaseException | None = None) -> None:
         DEAD_LETTERED.inc()
-        await self.dead_letters.publish(event, reason, error)
-        await self._stream.ack(event)
+        self._ack_when_delivered([event], [await self.dead_letters.publish(event, reason, error)])
 
     def _count(self, outcome: Outcome) -> None:
         GAP_FRAMES.inc(outcome.gaps)
         DUPLICATE_FRAMES.inc(int(outcome.duplicate))
         LATE_FRAMES.inc(int(outcome.late))
 
-    async def _publish(self, outcome: Outcome) -> None:
+    async def _publish(self, outcome: Outcome) -> list[asyncio.Future[Any]]:
+        """Send the outcome's hops; returns their delivery futures."""
         self._count(outcome)
+        sent = []
         for hop in outcome.hops:
             published = now_ms()
-            await self.hops.send(key=session_key(hop.session_id), value=contracts.HOP.encode(hop.to_record(published)))
+            record = contracts.HOP.encode(hop.to_record(published))
+            sent.append(await self.hops.send(key=session_key(hop.session_id), value=record))
             HOPS_OUT.labels(final=str(hop.is_final).lower()).inc()
             HOP_EMIT_SECONDS.observe(max(published - hop.ready_ts_ms, 0.0) / 1000.0)
+        return sent
+
+    def _ack_when_delivered(self, events: list[Any], sent: list[asyncio.Future[Any]]) -> None:
+        """Ack ``events`` once everything in ``sent`` is on the broker, so commits never outrun output.
+
+        A frame is committed only after the hops it completed and the state recording it are
+        delivered: a crash before that replays the frame instead of losing it.
+        """
+        if not sent:
+            for event in events:
+                event.ack()
+            return
+        delivered = asyncio.gather(*sent)
+        self._acking.add(delivered)
+
+        def ack(done: asyncio.Future[Any]) -> None:
+            self._acking.discard(done)
+            if done.cancelled() or done.exception() is not None:
+                log.error("output not delivered, %d frames stay unacked: %s", len(events), done)
+                return
+            for event in events:
+                event.ack()
+
+        delivered.add_done_callback(ack)
 
     # -- state ----------------------------------------------------------------------------
 
-    async def _write(self, table: Any, partition: int, key: bytes, value: bytes | None) -> None:
+    async def _write(self, table: Any, partition: int, key: bytes, value: bytes | None) -> asyncio.Future[Any] | None:
         """Set (or with None delete) a table key, sending the change to an explicit changelog partition.
 
         Sent straight to the producer rather than through faust's ``send_soon`` buffer, which can
@@ -215,18 +245,20 @@ class WindowerService:
         """
         if value is None:
             if table.data.pop(key, None) is None:
-                return
+                return None
         else:
             table.data[key] = value
-        await table.changelog_topic.send(key=key, value=value, partition=partition)
+        sent: asyncio.Future[Any] = await table.changelog_topic.send(key=key, value=value, partition=partition)
+        return sent
 
-    async def _persist(self, session_id: str) -> None:
-        """Write the session's snapshot and new audio, then ack the frames they cover.
+    async def _persist(self, session_id: str, sent: list[asyncio.Future[Any]] | None = None) -> None:
+        """Write the session's snapshot and new audio; ack the frames they cover once delivered.
 
-        Acking after the write means a committed frame offset never runs ahead of the state:
+        Acking after delivery means a committed frame offset never runs ahead of the state:
         frames redelivered after a restart are either in the restored state (dropped as
-        duplicates) or not yet seen.
+        duplicates) or not yet seen. ``sent``: hops these frames completed, also awaited.
         """
+        writes: list[asyncio.Future[Any] | None] = list(sent or [])
         pending = self._unpersisted.pop(session_id, None)
         session = self.windower.sessions.get(session_id)
         if pending is None or session is None:
@@ -236,10 +268,10 @@ class WindowerService:
             first_seq = frames[0][0]
             chunk = SEQ.pack(first_seq) + b"".join(pcm for _, pcm in frames)
             slot = first_seq % self.chunk_slots
-            await self._write(self.audio_table, session.partition, chunk_key(session_id, slot), chunk)
-        await self._write(self.session_table, session.partition, session_key(session_id), session.snapshot())
-        for event in pending.events:
-            await self._stream.ack(event)
+            writes.append(await self._write(self.audio_table, session.partition, chunk_key(session_id, slot), chunk))
+        snapshot = session.snapshot()
+        writes.append(await self._write(self.session_table, session.partition, session_key(session_id), snapshot))
+        self._ack_when_delivered(pending.events, [future for future in writes if future is not None])
 
     async def _housekeeping(self) -> None:
         """Persist sessions with frames waiting too long; expire idle sessions."""
@@ -253,16 +285,17 @@ class WindowerService:
         ACTIVE_SESSIONS.set(len(self.windower.sessions))
 
     async def _publish_and_forget(self, session: SessionWindow, outcome: Outcome) -> None:
-        await self._publish(outcome)
+        sent = await self._publish(outcome)
         pending = self._unpersisted.pop(session.session_id, None)
-        await self._forget(session)
-        for event in pending.events if pending else []:
-            await self._stream.ack(event)
+        sent += await self._forget(session)
+        self._ack_when_delivered(pending.events if pending else [], sent)
 
-    async def _forget(self, session: SessionWindow) -> None:
-        await self._write(self.session_table, session.partition, session_key(session.session_id), None)
-        for slot in range(self.chunk_slots):
-            await self._write(self.audio_table, session.partition, chunk_key(session.session_id, slot), None)
+    async def _forget(self, session: SessionWindow) -> list[asyncio.Future[Any]]:
+        """Delete the session's state (tombstones); returns the delivery futures."""
+        keys = [(self.session_table, session_key(session.session_id))]
+        keys += [(self.audio_table, chunk_key(session.session_id, slot)) for slot in range(self.chunk_slots)]
+        sent = [await self._write(table, session.partition, key, None) for table, key in keys]
+        return [future for future in sent if future is not None]
 
     async def _uninterrupted(self, work: Awaitable[None]) -> None:
         """Finish ``work`` even if this task is cancelled: a hop and the state recording it go out together."""
@@ -287,6 +320,8 @@ class WindowerService:
         for session_id in list(self._unpersisted):
             await self._persist(session_id)
         await self.app.producer.flush()
+        await asyncio.gather(*self._acking, return_exceptions=True)
+        await asyncio.sleep(0)  # let the last ack callbacks run before faust commits
         log.info("windower drained: state of %d sessions written", len(self.windower.sessions))
 
     # -- restart --------------------------------------------------------------------------
@@ -313,13 +348,18 @@ class WindowerService:
         return session
 
     def _read_changelogs_to_end(self, timeout_s: float = 30.0) -> int:
-        """Apply every changelog record of this worker's partitions, up to each partition's real end.
+        """Apply every changelog record of newly assigned partitions, up to each partition's real end.
 
         faust's recovery stops at the high watermark the broker reports, which on the embedded
         broker can lag the last record: the newest state (what was written while stopping) would
-        be missed. Reading until end-of-partition closes that gap; returns the records applied.
+        be missed. Reading until end-of-partition closes that gap. Runs before a partition's first
+        frame is windowed (the agent may start before ``on_ready``); returns the records applied.
         """
-        partitions = {tp.partition for tp in self.app.consumer.assignment() if tp.topic == self.settings.topics.frames}
+        assigned = {tp.partition for tp in self.app.consumer.assignment() if tp.topic == self.settings.topics.frames}
+        partitions = assigned - self._caught_up
+        self._caught_up |= partitions
+        if not partitions:
+            return 0
         tables = {table.changelog_topic.get_topic_name(): table for table in (self.session_table, self.audio_table)}
         config = consumer_config(
             self.settings, f"{self.settings.app_id}-windower-catch-up", **{"enable.partition.eof": True}
