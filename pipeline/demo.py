@@ -451,6 +451,7 @@ def run_demo(settings: Settings, options: RunOptions, say: Callable[[str], None]
             exit_codes = {role: service.process.returncode for role, service in services.items()}
         finally:
             delivery = producer.close()
+            del producer  # destroy the client before the broker stops, not after
             follower.close()
             client.close()
         if delivery.failed or delivery.pending:
