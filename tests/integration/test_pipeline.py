@@ -22,7 +22,8 @@ from tests.conftest import SettingsFactory
 
 pytestmark = pytest.mark.integration
 
-#: The engine's documented held-out WER bound (issue 3: <= 10 % at beam 4).
+#: The engine's documented WER bound on held-out speech (issue 3: <= 10 % at beam 4; docs/asr/eval_cpu.json
+#: measures 0.65 % on whole utterances and 3.1 % on rolling windows).
 ENGINE_HELD_OUT_WER = 0.10
 
 
@@ -50,7 +51,7 @@ def wait_until(predicate, timeout_s: float) -> bool:
 def test_main_job_turns_spoken_samples_into_transcripts_within_the_engines_wer() -> None:
     """``hopline demo`` end to end: its own broker, every service, a PCM and a mu-law session, the report."""
     command = [sys.executable, "-m", "pipeline.cli", "--log-level", "WARNING", "demo", "--sessions", "2"]
-    done = subprocess.run([*command, "--duration", "5", "--json"], capture_output=True, text=True, timeout=240)
+    done = subprocess.run([*command, "--duration", "8", "--json"], capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stderr[-3000:]
     figures = json.loads(done.stdout)
     assert figures["sessions"] == 2 and figures["refused_sessions"] == 0
@@ -73,7 +74,7 @@ def test_slowed_worker_makes_the_controller_degrade_then_recover(make_settings: 
         partitions=2,
         worker=WorkerSettings(fault_slowdown=4.0),
         controller=ControllerSettings(
-            window_s=3.0, tick_s=0.2, min_events=10, recover_hold_s=1.0, e2e_p95_target_ms=1500.0
+            window_s=3.0, tick_s=0.2, min_events=10, recover_hold_s=1.0, recover_fraction=0.8, e2e_p95_target_ms=1500.0
         ),
     )
     samples = load_samples()
