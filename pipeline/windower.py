@@ -119,7 +119,6 @@ class WindowerService:
         # not wait for every frame to be acked.
         self.app = make_app(settings, f"{settings.app_id}-windower", stream_wait_empty=False)
         self.frames = raw_topic(self.app, settings.topics.frames)
-        self.hops = raw_topic(self.app, settings.topics.hops)
         self.dead_letters = AgentDeadLetters(self.app, settings, SERVICE)
         table_options: dict[str, Any] = {
             "default": None,
@@ -207,7 +206,7 @@ class WindowerService:
         for hop in outcome.hops:
             published = now_ms()
             record = contracts.HOP.encode(hop.to_record(published))
-            sent.append(await self.hops.send(key=session_key(hop.session_id), value=record))
+            sent.append(await self._send(self.settings.topics.hops, session_key(hop.session_id), record))
             HOPS_OUT.labels(final=str(hop.is_final).lower()).inc()
             HOP_EMIT_SECONDS.observe(max(published - hop.ready_ts_ms, 0.0) / 1000.0)
         return sent
@@ -248,8 +247,14 @@ class WindowerService:
                 return None
         else:
             table.data[key] = value
-        sent: asyncio.Future[Any] = await table.changelog_topic.send(key=key, value=value, partition=partition)
-        return sent
+        return await self._send(table.changelog_topic.get_topic_name(), key, value, partition)
+
+    async def _send(self, topic: str, key: bytes, value: bytes | None, partition: int | None = None) -> Any:
+        """Straight to faust's producer (flushed when the app stops); returns the delivery future.
+
+        Skips faust's ``Topic.send`` layer, which costs several times more per message.
+        """
+        return await self.app.producer.send(topic, key, value, partition, None, None)
 
     async def _persist(self, session_id: str, sent: list[asyncio.Future[Any]] | None = None) -> None:
         """Write the session's snapshot and new audio; ack the frames they cover once delivered.
