@@ -80,6 +80,7 @@ def add_train_arguments(ap: argparse.ArgumentParser) -> argparse.ArgumentParser:
     ap.add_argument("--export", type=Path, default=Path("runs/asr/asr.pt"), help="inference checkpoint to write")
     ap.add_argument("--minutes", type=float, default=120.0, help="wall-clock training budget")
     ap.add_argument("--resume", action="store_true", help="continue from RUN_DIR/state.pt")
+    ap.add_argument("--init", type=Path, default=None, help="fine-tune from this inference checkpoint")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--batch-seconds", type=float, default=400.0, help="padded audio per batch")

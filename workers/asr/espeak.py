@@ -6,9 +6,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import os
-import shutil
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -74,7 +72,7 @@ def espeak_available() -> bool:
         lib, _ = _find_library()
         ctypes.CDLL(lib)
     except (EspeakMissing, OSError):
-        return shutil.which("espeak-ng") is not None and bool(ctypes.util.find_library("espeak-ng"))
+        return False
     return True
 
 
@@ -152,8 +150,3 @@ def _group_words(text: str, events: list[tuple[int, int, int, str]]) -> list[tup
         elif out:
             out[-1][1].append((name, ms / 1000.0))
     return out
-
-
-def data_root_for(unpacked: Path) -> Path:
-    """Folder holding espeak-ng-data inside a tree unpacked from the Debian packages (device runs)."""
-    return unpacked / "usr" / "lib" / "x86_64-linux-gnu"

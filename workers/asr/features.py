@@ -6,8 +6,6 @@ window: padding a window to the batch's longest never changes the frames of its 
 
 from __future__ import annotations
 
-import math
-
 import torch
 
 N_FFT = 512
@@ -61,22 +59,3 @@ class LogMel(torch.nn.Module):
         spec = torch.fft.rfft(frames * self.window, n=N_FFT)
         power = spec.real.square() + spec.imag.square()
         return torch.log(power @ self.fbank + 1e-6)
-
-
-def reference_logmel(audio: list[float]) -> list[list[float]]:
-    """Plain-python DFT reference for one short signal, for the feature test (slow; tiny inputs only)."""
-    fb = mel_filterbank().tolist()
-    out = []
-    n_frames = (max(len(audio), MIN_SAMPLES) - WIN) // HOP + 1
-    padded = audio + [0.0] * max(0, MIN_SAMPLES - len(audio))
-    for t in range(n_frames):
-        seg = padded[t * HOP : t * HOP + WIN]
-        mean = sum(seg) / WIN
-        win = [(s - mean) * (0.5 - 0.5 * math.cos(2 * math.pi * i / WIN)) for i, s in enumerate(seg)]
-        power = []
-        for k in range(N_FFT // 2 + 1):
-            re = sum(v * math.cos(2 * math.pi * k * i / N_FFT) for i, v in enumerate(win))
-            im = sum(v * math.sin(2 * math.pi * k * i / N_FFT) for i, v in enumerate(win))
-            power.append(re * re + im * im)
-        out.append([math.log(sum(p * fb[k][m] for k, p in enumerate(power)) + 1e-6) for m in range(N_MELS)])
-    return out

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from workers.asr import checkpoint
+from workers.asr import checkpoint as checkpoint_io
 from workers.asr.checkpoint import ASSETS, DEFAULT_CHECKPOINT, CheckpointError
 from workers.asr.decoder import BEAMS, DecoderConfig, LexiconBeamDecoder, read_lexicon
 from workers.asr.features import HOP, MIN_SAMPLES, WIN
@@ -78,7 +78,7 @@ class Recognizer:
         path = Path(checkpoint) if checkpoint is not None else DEFAULT_CHECKPOINT
         if threads:
             torch.set_num_threads(threads)
-        model, tokens, info = _load_checkpoint(path)
+        model, tokens, info = checkpoint_io.load(path)
         lexicon = read_lexicon(ASSETS / "lexicon.txt")
         unknown = sorted({p for prons in lexicon.values() for pr in prons for p in pr} - set(tokens))
         if unknown or tokens[:2] != ["<blank>", "|"]:
@@ -133,7 +133,3 @@ class Recognizer:
             raise ValueError(f"beam must be one of {BEAMS}, got {beam}")
         lps = self.log_probs(windows)
         return [self.decode(lp, beam, len(w) / self.sample_rate) for lp, w in zip(lps, windows, strict=True)]
-
-
-def _load_checkpoint(path: Path) -> tuple[AcousticModel, list[str], dict]:
-    return checkpoint.load(path)

@@ -200,8 +200,17 @@ def train(args: argparse.Namespace) -> dict:
     hours = corpus.lengths.sum() / SAMPLE_RATE / 3600
     print(f"loaded {len(corpus.lengths)} clips ({hours:.1f} h) in {time.time() - t0:.0f} s", flush=True)
 
-    config = ModelConfig(n_tokens=len(tokens), d_model=args.d_model, n_layers=args.layers)
-    model = AcousticModel(config).to(device)
+    info: dict = {}
+    if args.init is not None:
+        # Fine-tuning: architecture, weights and feature statistics all come from the checkpoint.
+        model, init_tokens, info = checkpoint.load(args.init)
+        if init_tokens != tokens:
+            raise ValueError(f"{args.init}: its tokens differ from {checkpoint.ASSETS / 'tokens.txt'}")
+        model = model.to(device)
+        info = {"fine_tuned_from": info}
+    else:
+        model = AcousticModel(ModelConfig(n_tokens=len(tokens), d_model=args.d_model, n_layers=args.layers))
+        model = model.to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.98), weight_decay=0.01)
     state_path = args.run_dir / "state.pt"
     step, elapsed = 0, 0.0
@@ -211,7 +220,7 @@ def train(args: argparse.Namespace) -> dict:
         opt.load_state_dict(state["opt"])
         step, elapsed = int(state["step"]), float(state["elapsed"])
         print(f"resumed at step {step} ({elapsed / 60:.1f} min trained)", flush=True)
-    else:
+    elif args.init is None:
         feature_stats(model, corpus, device)
     print(f"model: {count_parameters(model) / 1e6:.2f} M parameters on {device}", flush=True)
 
@@ -221,12 +230,12 @@ def train(args: argparse.Namespace) -> dict:
     budget = args.minutes * 60
     start = time.time() - elapsed
     last_save = time.time()
-    info = {
-        "corpus_clips": len(corpus.lengths),
-        "corpus_hours": round(float(hours), 2),
-        "parameters": count_parameters(model),
-        "device": str(device),
-    }
+    info.update(
+        corpus_clips=len(corpus.lengths),
+        corpus_hours=round(float(hours), 2),
+        parameters=count_parameters(model),
+        device=str(device),
+    )
     use_amp = device.type == "cuda"
     losses: list[float] = []
     pending: list[torch.Tensor] = []  # losses still on the device: one sync per log line, not per step
