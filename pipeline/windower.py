@@ -195,9 +195,12 @@ class WindowerService:
         self._ack_when_delivered([event], [await self.dead_letters.publish(event, reason, error)])
 
     def _count(self, outcome: Outcome) -> None:
-        GAP_FRAMES.inc(outcome.gaps)
-        DUPLICATE_FRAMES.inc(int(outcome.duplicate))
-        LATE_FRAMES.inc(int(outcome.late))
+        if outcome.gaps:
+            GAP_FRAMES.inc(outcome.gaps)
+        if outcome.duplicate:
+            DUPLICATE_FRAMES.inc()
+        if outcome.late:
+            LATE_FRAMES.inc()
 
     async def _publish(self, outcome: Outcome) -> list[asyncio.Future[Any]]:
         """Send the outcome's hops; returns their delivery futures."""

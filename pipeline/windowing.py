@@ -66,14 +66,15 @@ class Frame:
 
     @classmethod
     def from_record(cls, record: Mapping[str, Any]) -> Frame:
+        # The contract decoder already gives these types; no conversions on the hot path.
         return cls(
-            session_id=record["session_id"],
-            seq=int(record["seq"]),
-            capture_ts_ms=float(record["capture_ts_ms"]),
-            codec=str(record["codec"]),
-            sample_rate=int(record["sample_rate"]),
-            payload=bytes(record["payload"]),
-            end_of_stream=bool(record.get("end_of_stream", False)),
+            record["session_id"],
+            record["seq"],
+            record["capture_ts_ms"],
+            record["codec"],
+            record["sample_rate"],
+            record["payload"],
+            record.get("end_of_stream", False),
         )
 
 
