@@ -152,11 +152,14 @@ class AudioProducer:
         Refused sessions (admission closed when they would start) are logged and left out.
         ``stop`` ends every session early with its end-of-stream frame.
         """
+        # Frame (resample, encode) everything before the clock starts: done after, it delayed the
+        # first frames of every session by the framing time (~0.3 s for 10 x 20 s on 2 busy cores).
+        payloads = [self.frames_of(stream) for stream in streams]
         start_ms = self._clock() * 1000.0
         spread = self._frame_ms / max(len(streams), 1)
         queue: list[tuple[float, int, _Session]] = []
-        for index, stream in enumerate(streams):
-            session = _Session(stream, self.frames_of(stream), start_ms + index * spread)
+        for index, (stream, frames) in enumerate(zip(streams, payloads, strict=True)):
+            session = _Session(stream, frames, start_ms + index * spread)
             heapq.heappush(queue, (session.start_ms + self._frame_ms, index, session))
         sent: dict[str, int] = {}
         refused: set[str] = set()
