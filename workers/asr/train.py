@@ -251,7 +251,7 @@ def train(args: argparse.Namespace) -> dict:
         for items in _batches(corpus, args.batch_seconds, rng):
             crop = step % crop_every == crop_every - 1
             if crop:
-                items = rng.sample(range(len(corpus.lengths)), int(args.batch_seconds / 1.6))
+                items = rng.sample(range(len(corpus.lengths)), min(len(corpus.lengths), int(args.batch_seconds / 1.6)))
             model.train()
             audio, n, tgt, tgt_len = make_batch(corpus, items, crop, rng, device)
             with torch.no_grad():
