@@ -79,6 +79,9 @@ class Recognizer:
         if threads:
             torch.set_num_threads(threads)
         model, tokens, info = checkpoint_io.load(path)
+        for asset in (ASSETS / "lexicon.txt", ASSETS / "lm.arpa"):
+            if not asset.is_file():
+                raise CheckpointError(f"{asset}: missing (it ships with the repository; restore it with git)")
         lexicon = read_lexicon(ASSETS / "lexicon.txt")
         unknown = sorted({p for prons in lexicon.values() for pr in prons for p in pr} - set(tokens))
         if unknown or tokens[:2] != ["<blank>", "|"]:
@@ -87,8 +90,11 @@ class Recognizer:
                 f"(phonemes missing: {' '.join(unknown[:5]) or 'blank/boundary'})"
             )
         config = DecoderConfig(**info.get("decoder", {}))
-        with _quiet_stderr():
-            decoder = LexiconBeamDecoder(tokens, lexicon, ASSETS / "lm.arpa", config)
+        try:
+            with _quiet_stderr():
+                decoder = LexiconBeamDecoder(tokens, lexicon, ASSETS / "lm.arpa", config)
+        except Exception as exc:  # KenLM raises its own error types for a damaged ARPA file
+            raise CheckpointError(f"{ASSETS / 'lm.arpa'}: not a usable ARPA language model ({exc!s:.120})") from exc
         return cls(model, tokens, decoder, resolve_device(device), info)
 
     def log_probs(self, windows: Sequence[np.ndarray]) -> list[torch.Tensor]:

@@ -4,7 +4,7 @@ Clips are stored at espeak-ng's native rate in shards (int16 audio + JSON alignm
 resamples them to 16 kHz on its own device, which is far faster than per-clip resampling here.
 Held-out clips use sentences the generator marks held out and voice variants training never uses.
 
-    python -m workers.asr.synth --out data/corpus --train 80000 --workers 16
+    python -m workers.asr.synth --out data/corpus --split train -n 50000 --workers 16
 """
 
 from __future__ import annotations
