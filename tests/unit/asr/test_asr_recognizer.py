@@ -98,3 +98,15 @@ def test_checkpoint_problems_are_one_line_errors(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match=r"mismatch\.pt: checkpoint does not match") as info:
         Recognizer.load(tmp_path / "mismatch.pt")
     assert "\n" not in str(info.value)
+
+
+def test_missing_or_damaged_assets_are_one_line_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import workers.asr.recognizer as recognizer_module
+
+    monkeypatch.setattr(recognizer_module, "ASSETS", tmp_path)
+    with pytest.raises(CheckpointError, match=r"lexicon\.txt: missing"):
+        Recognizer.load()
+    (tmp_path / "lexicon.txt").write_text((ckpt.ASSETS / "lexicon.txt").read_text())
+    (tmp_path / "lm.arpa").write_text("\\data\\\nngram 1=oops\n")
+    with pytest.raises(CheckpointError, match=r"lm\.arpa: not a usable ARPA"):
+        Recognizer.load()
