@@ -25,6 +25,7 @@ COMMAND_MODULES = (
     "pipeline.cli_control",
     "pipeline.cli_assembler",
     "workers.cli",
+    "workers.asr.cli",
     "pipeline.cli_demo",
 )
 
