@@ -11,6 +11,7 @@ import argparse
 import json
 import sys
 import wave
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -40,11 +41,11 @@ def register(commands: Any, bench: Any) -> None:
         help="also rewrite tokens, lexicon and LM in workers/asr/assets from the train split",
     )
     p.add_argument("--samples", type=Path, default=None, help="also write the demo samples to this folder")
-    p.set_defaults(handler=_synth)
+    p.set_defaults(handler=_entry(_synth))
 
     p = sub.add_parser("train", help="train the acoustic model (resumable; progress bar)")
     add_train_arguments(p)
-    p.set_defaults(handler=_train)
+    p.set_defaults(handler=_entry(_train))
 
     p = sub.add_parser("eval", help="WER/CER per beam width: 16 kHz, 8 kHz mu-law, rolling windows, OOD")
     p.add_argument("--checkpoint", type=Path, default=None)
@@ -53,7 +54,7 @@ def register(commands: Any, bench: Any) -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.set_defaults(handler=_eval)
+    p.set_defaults(handler=_entry(_eval))
 
     p = sub.add_parser("transcribe", help="print the transcript of a WAV file (any rate; resampled)")
     p.add_argument("wav", type=Path)
@@ -61,7 +62,7 @@ def register(commands: Any, bench: Any) -> None:
     p.add_argument("--checkpoint", type=Path, default=None)
     p.add_argument("--device", default="auto")
     p.add_argument("--json", action="store_true", help="print words with times and confidences as JSON")
-    p.set_defaults(handler=_transcribe)
+    p.set_defaults(handler=_entry(_transcribe))
 
     p = bench.add_parser("asr", help="recognizer latency on 1.28 s windows, batch 8 and 1, per beam")
     p.add_argument("--checkpoint", type=Path, default=None)
@@ -70,7 +71,17 @@ def register(commands: Any, bench: Any) -> None:
     p.add_argument("--runs", type=int, default=50)
     p.add_argument("--corpus", type=Path, default=None, help="take windows from this corpus's held-out clips")
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.set_defaults(handler=_bench)
+    p.set_defaults(handler=_entry(_bench))
+
+
+def _entry(command: Callable[[argparse.Namespace], None]) -> Callable[..., int]:
+    """The hopline CLI calls ``handler(args, settings)``; the engine's commands need no pipeline settings."""
+
+    def handler(args: argparse.Namespace, settings: object = None) -> int:
+        command(args)
+        return 0
+
+    return handler
 
 
 def add_train_arguments(ap: argparse.ArgumentParser) -> argparse.ArgumentParser:
