@@ -100,6 +100,12 @@ class WorkerSettings(BaseModel):
 
     max_latency_ms: float = Field(20.0, ge=0, description="Longest the first hop of a batch waits.")
     max_batch_size: int = Field(8, ge=1)
+    active_session_horizon_ms: float = Field(
+        320.0,
+        ge=0,
+        description="A session whose latest hop arrived this recently is active; a batch holding a hop of every "
+        "active session closes without waiting for the cap. Two 160 ms hop periods: one late hop does not end it.",
+    )
     coalesce_stale_hops: bool = Field(
         True, description="Skip a non-final hop when a newer hop of its session is already waiting."
     )

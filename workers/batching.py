@@ -1,9 +1,14 @@
 """The micro-batch policy: batching protects p95, it is not for throughput.
 
-Three rules, all in :class:`BatchPolicy` (plain Python, clock injected, no threads):
+Four rules, all in :class:`BatchPolicy` (plain Python, clock injected, no threads):
 
 * A batch closes when it is full (``max_batch_size`` sessions) or when its FIRST hop has
   waited ``max_latency_s``, whichever comes first. That bounds ``batch_wait``.
+* It also closes as soon as no hop that could join it is coming: when it holds a hop of
+  every active session. A session sends one hop per 160 ms and a batch takes one hop per
+  session, so waiting for the cap with few sessions only added the full cap to every hop.
+  A session is active while its latest hop arrived within ``active_horizon_s``; its final
+  hop ends it at once.
 * Exactly one batch is in flight (a single GPU stream). While it runs, the next batch keeps
   filling; if its deadline passes meanwhile, it is closed at the deadline and the rest of
   its wait is for the GPU, i.e. ``queue_wait``, not ``batch_wait``. A hop that joins a batch
@@ -93,16 +98,22 @@ class BatchPolicy(Generic[T]):
         max_latency_s: float,
         coalesce_stale: bool = True,
         clock: Clock = time.monotonic,
+        active_horizon_s: float = 0.32,
     ) -> None:
+        """``active_horizon_s`` defaults to two 160 ms hop periods: one late hop does not end a session."""
         if max_batch_size < 1:
             raise ValueError("max_batch_size must be at least 1")
         if max_latency_s < 0:
             raise ValueError("max_latency_s must not be negative")
+        if active_horizon_s < 0:
+            raise ValueError("active_horizon_s must not be negative")
         self.max_batch_size = max_batch_size
         self.max_latency_s = max_latency_s
         self.coalesce_stale = coalesce_stale
         self.clock = clock
+        self.active_horizon_s = active_horizon_s
         self._waiting: list[Pending[T]] = []
+        self._last_seen: dict[str, float] = {}
         self._in_flight: Batch[T] | None = None
         self.skipped = 0
 
@@ -119,6 +130,7 @@ class BatchPolicy(Generic[T]):
         """Queue a hop (stamped now unless it carries its receipt time); returns the hops it made superseded."""
         if pending.received_at is None:
             pending.received_at = self.clock()
+        self._track_activity(pending)
         if not self.coalesce_stale:
             self._waiting.append(pending)
             return []
@@ -136,6 +148,21 @@ class BatchPolicy(Generic[T]):
         self._waiting.append(pending)
         return superseded
 
+    def _track_activity(self, pending: Pending[T]) -> None:
+        """Note when the hop's session was last heard from; forget sessions that can no longer matter.
+
+        A session whose activity ended before every waiting hop arrived cannot hold any
+        batch open, now or later (hops arrive in time order).
+        """
+        received = _received(pending)
+        if pending.is_final:
+            self._last_seen.pop(pending.session_id, None)
+        else:
+            self._last_seen[pending.session_id] = max(received, self._last_seen.get(pending.session_id, received))
+        oldest = min((_received(p) for p in self._waiting), default=received)
+        forget_before = min(oldest, received) - self.active_horizon_s
+        self._last_seen = {s: seen for s, seen in self._last_seen.items() if seen >= forget_before}
+
     def _candidates(self) -> list[Pending[T]]:
         """The next batch if it closed now: the oldest waiting hop of each session, in arrival order."""
         chosen: list[Pending[T]] = []
@@ -149,11 +176,18 @@ class BatchPolicy(Generic[T]):
         return chosen
 
     def _close_time(self, chosen: Sequence[Pending[T]]) -> float:
-        """When the forming batch closes by policy: full, or its first hop's deadline."""
+        """When the forming batch closes by policy: its first hop's deadline, or once no other hop can join it.
+
+        No other hop can join once the batch is full, or once it holds a hop of every session
+        still active: the last of its hops has arrived and every other session has gone silent.
+        """
         deadline = _received(chosen[0]) + self.max_latency_s
-        if len(chosen) == self.max_batch_size:
-            return min(deadline, _received(chosen[-1]))
-        return deadline
+        complete = max(_received(p) for p in chosen)
+        if len(chosen) < self.max_batch_size:
+            in_batch = {p.session_id for p in chosen}
+            silent_at = [seen + self.active_horizon_s for s, seen in self._last_seen.items() if s not in in_batch]
+            complete = max([complete, *silent_at])
+        return min(deadline, complete)
 
     def seconds_until_ready(self) -> float | None:
         """How long until :meth:`take` can return a batch; None when nothing waits or one is in flight."""

@@ -211,6 +211,7 @@ class HopWorker:
             max_latency_s=settings.worker.max_latency_ms / 1000.0,
             coalesce_stale=settings.worker.coalesce_stale_hops,
             clock=time.time,
+            active_horizon_s=settings.worker.active_session_horizon_ms / 1000.0,
         )
         self.batcher: MicroBatcher[HopJob, contracts.Record] = MicroBatcher(policy, self._run_batch)
         self._ready_logged = False

@@ -32,9 +32,18 @@ def make_policy(
     return BatchPolicy(max_batch_size=max_batch_size, max_latency_s=max_latency_s, coalesce_stale=coalesce, clock=clock)
 
 
+def run_alone(policy: BatchPolicy[str], session: str, seq: int = 0, final: bool = False) -> None:
+    """One hop of ``session`` goes through on its own: the session is now active (or ended, if final)."""
+    policy.offer(hop(session, seq, final))
+    batch = policy.take(force=True)
+    assert batch is not None
+    policy.finish(batch)
+
+
 def test_batch_closes_when_first_hop_reaches_max_latency() -> None:
     clock = FakeClock()
     policy = make_policy(clock)
+    run_alone(policy, "c")
     policy.offer(hop("a", 0))
     clock.advance(0.005)
     policy.offer(hop("b", 0))
@@ -217,11 +226,78 @@ def test_randomised_arrivals_respect_every_rule() -> None:
     assert skipped > 0
 
 
+def test_a_lone_session_hop_closes_at_once() -> None:
+    clock = FakeClock()
+    policy = make_policy(clock, max_latency_s=0.02)
+    policy.offer(hop("a", 0))
+    assert policy.seconds_until_ready() == 0.0
+    batch = policy.take()
+    assert batch is not None
+    assert batch.closed_at == pytest.approx(1000.0)
+    policy.finish(batch)
+    clock.advance(0.16)
+    policy.offer(hop("a", 1))
+    assert policy.take() is not None, "its own previous hop does not hold the batch open"
+
+
+def test_batch_closes_when_every_active_session_is_in_it_not_at_the_cap() -> None:
+    clock = FakeClock()
+    policy = make_policy(clock, max_batch_size=8, max_latency_s=0.02)
+    for session in "abc":
+        run_alone(policy, session)
+    clock.advance(0.16)
+    policy.offer(hop("a", 1))
+    clock.advance(0.003)
+    policy.offer(hop("b", 1))
+    assert policy.take() is None
+    assert policy.seconds_until_ready() == pytest.approx(0.017)
+    clock.advance(0.003)
+    policy.offer(hop("c", 1))
+    batch = policy.take()
+    assert batch is not None
+    assert batch.items == ["a#1", "b#1", "c#1"]
+    assert batch.closed_at == pytest.approx(1000.166)
+
+
+def test_a_session_silent_beyond_the_horizon_no_longer_holds_batches_open() -> None:
+    clock = FakeClock()
+    policy = BatchPolicy[str](max_batch_size=8, max_latency_s=0.02, clock=clock, active_horizon_s=0.32)
+    for session in "abc":
+        run_alone(policy, session)
+    clock.advance(0.31)
+    policy.offer(hop("a", 1))
+    policy.offer(hop("b", 1))
+    assert policy.seconds_until_ready() == pytest.approx(0.01), "closes when c goes silent, before the cap"
+    clock.advance(0.011)
+    batch = policy.take()
+    assert batch is not None
+    assert batch.closed_at == pytest.approx(1000.32)
+    policy.finish(batch)
+    clock.advance(0.15)
+    policy.offer(hop("a", 2))
+    policy.offer(hop("b", 2))
+    assert policy.take() is not None
+
+
+def test_a_final_hop_ends_its_session_activity() -> None:
+    clock = FakeClock()
+    policy = make_policy(clock, max_batch_size=8, max_latency_s=0.02)
+    run_alone(policy, "a")
+    run_alone(policy, "b", final=True)
+    clock.advance(0.16)
+    policy.offer(hop("a", 1))
+    batch = policy.take()
+    assert batch is not None, "the ended session b is not waited for"
+    assert batch.closed_at == pytest.approx(1000.16)
+
+
 def test_policy_rejects_nonsense_limits() -> None:
     with pytest.raises(ValueError, match="max_batch_size"):
         BatchPolicy(max_batch_size=0, max_latency_s=0.02)
     with pytest.raises(ValueError, match="max_latency_s"):
         BatchPolicy(max_batch_size=1, max_latency_s=-1)
+    with pytest.raises(ValueError, match="active_horizon_s"):
+        BatchPolicy(max_batch_size=1, max_latency_s=0.02, active_horizon_s=-1)
 
 
 def test_finish_of_a_batch_not_in_flight_is_an_error() -> None:
