@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
 from pipeline import contracts
-from pipeline.kafka import consumer_config
+from pipeline.kafka import consumer_config, now_ms
 from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -48,6 +48,18 @@ def ladder(settings: Settings) -> tuple[Knobs, ...]:
     greedy = replace(beam2, level=4, beam=1)
     closed = replace(greedy, level=5, admit_new_sessions=False)
     return (full, throttled, short_window, beam2, greedy, closed)
+
+
+def command_record(seq: int, knobs: Knobs, reason: str, metrics: dict[str, float], scope: str) -> contracts.Record:
+    """The ControlCommand putting ``knobs`` in force, with the reason and the values behind it."""
+    return {
+        "scope": scope,
+        "seq": seq,
+        **asdict(knobs),
+        "reason": reason,
+        "metrics": metrics,
+        "issued_ts_ms": now_ms(),
+    }
 
 
 def knobs_from_command(command: contracts.Record) -> Knobs:

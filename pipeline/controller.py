@@ -24,7 +24,7 @@ from confluent_kafka import Consumer, KafkaError, Message
 from prometheus_client import Counter, Gauge
 
 from pipeline import contracts
-from pipeline.control import GLOBAL_SCOPE, Knobs
+from pipeline.control import GLOBAL_SCOPE, command_record
 from pipeline.control_policy import COMPONENTS, ControlPolicy, Decision
 from pipeline.history import read_history
 from pipeline.kafka import DeadLetters, consumer_config, make_producer, now_ms
@@ -57,21 +57,6 @@ def last_command(settings: Settings, scope: str = GLOBAL_SCOPE) -> contracts.Rec
         if newest is None or command["seq"] >= newest["seq"]:
             newest = command
     return newest
-
-
-def command_record(seq: int, knobs: Knobs, reason: str, metrics: dict[str, float], scope: str) -> contracts.Record:
-    return {
-        "scope": scope,
-        "seq": seq,
-        "level": knobs.level,
-        "emit_interval_ms": knobs.emit_interval_ms,
-        "window_secs": knobs.window_secs,
-        "beam": knobs.beam,
-        "admit_new_sessions": knobs.admit_new_sessions,
-        "reason": reason,
-        "metrics": metrics,
-        "issued_ts_ms": now_ms(),
-    }
 
 
 def decision_line(seq: int, decision: Decision) -> str:

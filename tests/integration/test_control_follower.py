@@ -3,29 +3,16 @@ import time
 import pytest
 
 from pipeline import contracts
-from pipeline.control import ControlFollower, ladder
-from pipeline.kafka import make_producer, now_ms
+from pipeline.control import ControlFollower, command_record, ladder
+from pipeline.kafka import make_producer
 from tests.conftest import SettingsFactory
 
 pytestmark = pytest.mark.integration
 
 
 def command(level: int, settings_knobs: tuple, scope: str = "global") -> bytes:
-    knobs = settings_knobs[level]
-    return contracts.CONTROL.encode(
-        {
-            "scope": scope,
-            "seq": level,
-            "level": level,
-            "emit_interval_ms": knobs.emit_interval_ms,
-            "window_secs": knobs.window_secs,
-            "beam": knobs.beam,
-            "admit_new_sessions": knobs.admit_new_sessions,
-            "reason": "test",
-            "metrics": {"queue_wait_ms_p95": 1.0},
-            "issued_ts_ms": now_ms(),
-        }
-    )
+    record = command_record(level, settings_knobs[level], "test", {"queue_wait_ms_p95": 1.0}, scope)
+    return contracts.CONTROL.encode(record)
 
 
 def wait_for(predicate, timeout_s: float = 10.0) -> bool:

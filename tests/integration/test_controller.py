@@ -8,8 +8,7 @@ import pytest
 from confluent_kafka import Producer
 
 from pipeline import contracts
-from pipeline.control import ControlFollower, ladder
-from pipeline.controller import command_record
+from pipeline.control import ControlFollower, command_record, ladder
 from pipeline.history import read_history
 from pipeline.kafka import make_producer, now_ms
 from pipeline.settings import ControllerSettings, Settings

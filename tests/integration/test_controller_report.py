@@ -4,8 +4,7 @@ import pytest
 
 from pipeline import contracts
 from pipeline.cli import main
-from pipeline.control import ladder
-from pipeline.controller import command_record
+from pipeline.control import command_record, ladder
 from pipeline.kafka import make_producer, now_ms
 from tests.conftest import SettingsFactory
 

@@ -10,7 +10,7 @@ import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from pipeline import audio, contracts
-from pipeline.control import ladder
+from pipeline.control import command_record, ladder
 from pipeline.kafka import consumer_config, make_producer, now_ms
 from pipeline.producer import AudioProducer, AudioStream
 from pipeline.settings import Settings
@@ -226,18 +226,7 @@ def test_a_restarted_windower_continues_without_losing_or_repeating_a_hop(
 def test_the_window_follows_the_control_topic(make_settings: SettingsFactory) -> None:
     settings = make_settings()
     knobs = ladder(settings)[2]  # window shrunk to 0.96 s
-    command = {
-        "scope": "global",
-        "seq": 1,
-        "level": knobs.level,
-        "emit_interval_ms": knobs.emit_interval_ms,
-        "window_secs": knobs.window_secs,
-        "beam": knobs.beam,
-        "admit_new_sessions": knobs.admit_new_sessions,
-        "reason": "test",
-        "metrics": {},
-        "issued_ts_ms": now_ms(),
-    }
+    command = command_record(1, knobs, "test", {}, "global")
     control = make_producer(settings)
     control.produce(settings.topics.control, key=b"global", value=contracts.CONTROL.encode(command))
     control.flush(5)

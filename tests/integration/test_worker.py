@@ -13,7 +13,7 @@ import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
 from pipeline import contracts
-from pipeline.control import GLOBAL_SCOPE, ladder
+from pipeline.control import GLOBAL_SCOPE, command_record, ladder
 from pipeline.kafka import consumer_config, make_producer
 from pipeline.settings import Settings, WorkerSettings
 from tests.conftest import SettingsFactory
@@ -70,18 +70,7 @@ def hops_accounted(records: list[contracts.Record]) -> int:
 def publish_control(producer: Producer, settings: Settings, level: int) -> None:
     """What the controller would publish for ``level`` of the degradation ladder."""
     knobs = ladder(settings)[level]
-    command = {
-        "scope": GLOBAL_SCOPE,
-        "seq": 1,
-        "level": knobs.level,
-        "emit_interval_ms": knobs.emit_interval_ms,
-        "window_secs": knobs.window_secs,
-        "beam": knobs.beam,
-        "admit_new_sessions": knobs.admit_new_sessions,
-        "reason": "test",
-        "metrics": {},
-        "issued_ts_ms": 0.0,
-    }
+    command = command_record(1, knobs, "test", {}, GLOBAL_SCOPE)
     producer.produce(settings.topics.control, key=GLOBAL_SCOPE, value=contracts.CONTROL.encode(command))
     producer.flush(10)
 
