@@ -106,6 +106,12 @@ class WorkerSettings(BaseModel):
         description="A session whose latest hop arrived this recently is active; a batch holding a hop of every "
         "active session closes without waiting for the cap. Two 160 ms hop periods: one late hop does not end it.",
     )
+    hop_arrival_slack_ms: float = Field(
+        20.0,
+        ge=0,
+        description="Jitter allowed on a session's next hop (due one hop period after its last): a batch waits "
+        "only for sessions whose next hop is due before the batch's deadline.",
+    )
     coalesce_stale_hops: bool = Field(
         True, description="Skip a non-final hop when a newer hop of its session is already waiting."
     )

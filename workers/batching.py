@@ -4,11 +4,12 @@ Four rules, all in :class:`BatchPolicy` (plain Python, clock injected, no thread
 
 * A batch closes when it is full (``max_batch_size`` sessions) or when its FIRST hop has
   waited ``max_latency_s``, whichever comes first. That bounds ``batch_wait``.
-* It also closes as soon as no hop that could join it is coming: when it holds a hop of
-  every active session. A session sends one hop per 160 ms and a batch takes one hop per
-  session, so waiting for the cap with few sessions only added the full cap to every hop.
-  A session is active while its latest hop arrived within ``active_horizon_s``; its final
-  hop ends it at once.
+* It also closes as soon as no hop that could join it is coming before its deadline. A
+  session sends one hop per ``hop_period_s`` (160 ms) and a batch takes one hop per session,
+  so a session outside the batch can only join if its next hop is due (its last hop +
+  the hop period − ``arrival_slack_s`` for jitter) before the deadline. Waiting for the cap
+  when no such hop is due only added the full cap to every hop. A session is active while
+  its latest hop arrived within ``active_horizon_s``; its final hop ends it at once.
 * Exactly one batch is in flight (a single GPU stream). While it runs, the next batch keeps
   filling; if its deadline passes meanwhile, it is closed at the deadline and the rest of
   its wait is for the GPU, i.e. ``queue_wait``, not ``batch_wait``. A hop that joins a batch
@@ -99,19 +100,28 @@ class BatchPolicy(Generic[T]):
         coalesce_stale: bool = True,
         clock: Clock = time.monotonic,
         active_horizon_s: float = 0.32,
+        hop_period_s: float = 0.16,
+        arrival_slack_s: float = 0.02,
     ) -> None:
-        """``active_horizon_s`` defaults to two 160 ms hop periods: one late hop does not end a session."""
+        """``active_horizon_s`` defaults to two 160 ms hop periods: one late hop does not end a session.
+
+        ``hop_period_s`` 0 turns the next-hop prediction off: every active session may still join.
+        """
         if max_batch_size < 1:
             raise ValueError("max_batch_size must be at least 1")
         if max_latency_s < 0:
             raise ValueError("max_latency_s must not be negative")
         if active_horizon_s < 0:
             raise ValueError("active_horizon_s must not be negative")
+        if hop_period_s < 0 or arrival_slack_s < 0:
+            raise ValueError("hop_period_s and arrival_slack_s must not be negative")
         self.max_batch_size = max_batch_size
         self.max_latency_s = max_latency_s
         self.coalesce_stale = coalesce_stale
         self.clock = clock
         self.active_horizon_s = active_horizon_s
+        self.hop_period_s = hop_period_s
+        self.arrival_slack_s = arrival_slack_s
         self._waiting: list[Pending[T]] = []
         self._last_seen: dict[str, float] = {}
         self._in_flight: Batch[T] | None = None
@@ -178,14 +188,19 @@ class BatchPolicy(Generic[T]):
     def _close_time(self, chosen: Sequence[Pending[T]]) -> float:
         """When the forming batch closes by policy: its first hop's deadline, or once no other hop can join it.
 
-        No other hop can join once the batch is full, or once it holds a hop of every session
-        still active: the last of its hops has arrived and every other session has gone silent.
+        No other hop can join once the batch is full, or once every active session outside it
+        either has gone silent or has its next hop due only after the deadline.
         """
         deadline = _received(chosen[0]) + self.max_latency_s
         complete = max(_received(p) for p in chosen)
         if len(chosen) < self.max_batch_size:
             in_batch = {p.session_id for p in chosen}
-            silent_at = [seen + self.active_horizon_s for s, seen in self._last_seen.items() if s not in in_batch]
+            earliest_gap = max(0.0, self.hop_period_s - self.arrival_slack_s)
+            silent_at = [
+                seen + self.active_horizon_s
+                for s, seen in self._last_seen.items()
+                if s not in in_batch and seen + earliest_gap <= deadline
+            ]
             complete = max([complete, *silent_at])
         return min(deadline, complete)
 

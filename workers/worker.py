@@ -212,6 +212,8 @@ class HopWorker:
             coalesce_stale=settings.worker.coalesce_stale_hops,
             clock=time.time,
             active_horizon_s=settings.worker.active_session_horizon_ms / 1000.0,
+            hop_period_s=settings.audio.hop_ms / 1000.0,
+            arrival_slack_s=settings.worker.hop_arrival_slack_ms / 1000.0,
         )
         self.batcher: MicroBatcher[HopJob, contracts.Record] = MicroBatcher(policy, self._run_batch)
         self._ready_logged = False

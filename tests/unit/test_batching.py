@@ -32,6 +32,19 @@ def make_policy(
     return BatchPolicy(max_batch_size=max_batch_size, max_latency_s=max_latency_s, coalesce_stale=coalesce, clock=clock)
 
 
+def test_a_session_whose_next_hop_is_not_due_before_the_deadline_does_not_hold_the_batch() -> None:
+    clock = FakeClock()
+    policy = make_policy(clock)
+    run_alone(policy, "c")
+    clock.advance(0.05)  # c's next hop is due about 110 ms from now, long after a 20 ms cap
+    policy.offer(hop("a", 0))
+    assert policy.seconds_until_ready() == 0.0
+    clock.advance(0.08)  # now c's next hop (due at 1000.16, 20 ms slack) may land within the cap
+    run_alone(policy, "a", 1)
+    policy.offer(hop("b", 0))
+    assert policy.seconds_until_ready() == pytest.approx(0.02)
+
+
 def run_alone(policy: BatchPolicy[str], session: str, seq: int = 0, final: bool = False) -> None:
     """One hop of ``session`` goes through on its own: the session is now active (or ended, if final)."""
     policy.offer(hop(session, seq, final))
@@ -44,6 +57,7 @@ def test_batch_closes_when_first_hop_reaches_max_latency() -> None:
     clock = FakeClock()
     policy = make_policy(clock)
     run_alone(policy, "c")
+    clock.advance(0.13)  # c's next hop is due at 1000.16, within a batch opened now
     policy.offer(hop("a", 0))
     clock.advance(0.005)
     policy.offer(hop("b", 0))
@@ -54,7 +68,7 @@ def test_batch_closes_when_first_hop_reaches_max_latency() -> None:
     batch = policy.take()
     assert batch is not None
     assert batch.items == ["a#0", "b#0"]
-    assert batch.closed_at == pytest.approx(1000.02)
+    assert batch.closed_at == pytest.approx(1000.15)
     assert [e.closed_at - e.received_at for e in batch.entries] == pytest.approx([0.02, 0.015])
 
 
