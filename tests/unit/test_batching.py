@@ -8,18 +8,8 @@ from concurrent.futures import Future
 
 import pytest
 
+from tests.clock import FakeClock
 from workers.batching import Batch, BatchPolicy, MicroBatcher, Pending, Superseded
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 def hop(session: str, seq: int, final: bool = False) -> Pending[str]:

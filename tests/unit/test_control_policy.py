@@ -5,17 +5,7 @@ import pytest
 from pipeline.control import ladder
 from pipeline.control_policy import COMPONENTS, ControlPolicy, WindowStats, percentile
 from pipeline.settings import ControllerSettings, Settings
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
+from tests.clock import FakeClock
 
 
 def event(queue_wait_ms: float = 10.0, e2e_ms: float | None = None, level: int = 0) -> dict[str, object]:

@@ -6,17 +6,10 @@ from pipeline import contracts
 from pipeline.assembler import Assembly
 from pipeline.latency import COMPONENTS
 from pipeline.settings import Settings, TopicSettings
+from tests.clock import FakeClock
 
 BASE_MS = 1_795_000_000_000.0
 SETTINGS = Settings(topics=TopicSettings(prefix="unit"))
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = BASE_MS
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def hypothesis(seq: int, session: str = "s1", **overrides: object) -> dict:
@@ -69,7 +62,7 @@ def feed(assembly: Assembly, clock: FakeClock, seq: int, interval: float, **over
 
 
 def test_each_hypothesis_gets_one_event_that_adds_up_and_is_marked_emitted_or_not() -> None:
-    clock = FakeClock()
+    clock = FakeClock(BASE_MS)
     assembly = Assembly(SETTINGS, load_state=lambda session: None, clock=clock)
     flags = []
     for seq in range(1, 9):
@@ -86,7 +79,7 @@ def test_each_hypothesis_gets_one_event_that_adds_up_and_is_marked_emitted_or_no
 
 
 def test_replayed_hypothesis_is_accounted_but_not_emitted() -> None:
-    clock = FakeClock()
+    clock = FakeClock(BASE_MS)
     assembly = Assembly(SETTINGS, load_state=lambda session: None, clock=clock)
     first, _ = feed(assembly, clock, 4, interval=160.0)
     again, transcripts = feed(assembly, clock, 4, interval=160.0)
@@ -95,7 +88,7 @@ def test_replayed_hypothesis_is_accounted_but_not_emitted() -> None:
 
 
 def test_state_comes_back_from_the_store_after_a_restart() -> None:
-    clock = FakeClock()
+    clock = FakeClock(BASE_MS)
     store: dict[str, bytes] = {}
     before = Assembly(SETTINGS, load_state=store.get, clock=clock)
     for seq in range(1, 8):
@@ -112,7 +105,7 @@ def test_state_comes_back_from_the_store_after_a_restart() -> None:
 
 
 def test_unreadable_and_unstitchable_hypotheses_are_dead_lettered() -> None:
-    assembly = Assembly(SETTINGS, load_state=lambda session: None, clock=FakeClock())
+    assembly = Assembly(SETTINGS, load_state=lambda session: None, clock=FakeClock(BASE_MS))
     garbage = assembly.handle(b"\x00garbage", 160.0)
     assert garbage.dead_letter_reason and "Avro" in garbage.dead_letter_reason and not garbage.outgoing
     reversed_window = hypothesis(3, window_start_ms=900.0, window_end_ms=100.0)

@@ -4,6 +4,7 @@ import random
 import pytest
 
 from pipeline.stitching import Expiry, Outcome, Stitcher, StitchingPolicy
+from tests.clock import FakeClock
 
 HOP_MS = 160.0
 WINDOW_MS = 1280.0
@@ -20,14 +21,6 @@ SPEECH = [
     ("thank", 3300, 3560),
     ("you", 3600, 3800),
 ]
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def words_in_window(speech: list[tuple[str, float, float]], start: float, end: float) -> list[dict]:
@@ -86,7 +79,7 @@ def assert_committed_only_grows(transcripts: list[dict]) -> None:
 
 
 def test_overlapping_windows_commit_each_word_once_in_order() -> None:
-    clock = FakeClock()
+    clock = FakeClock(1_000_000.0)
     transcripts = run(Stitcher(clock=clock), clock, stream())
     assert final_words(transcripts) == [(w, s) for w, s, _ in SPEECH]
     assert_committed_only_grows(transcripts)
@@ -97,7 +90,7 @@ def test_overlapping_windows_commit_each_word_once_in_order() -> None:
 
 
 def test_misheard_tail_is_shown_but_never_committed() -> None:
-    clock = FakeClock()
+    clock = FakeClock(1_000_000.0)
     stitcher = Stitcher(clock=clock)
     outcome = Outcome("applied")
     for seq in range(4):  # window ends at 640 ms, inside "lights" (600-980)
@@ -110,7 +103,7 @@ def test_misheard_tail_is_shown_but_never_committed() -> None:
 
 
 def test_endpoint_after_silence_closes_a_segment_with_word_times() -> None:
-    clock = FakeClock()
+    clock = FakeClock(1_000_000.0)
     stitcher = Stitcher(clock=clock)
     transcripts = run(stitcher, clock, [hypothesis("s1", seq) for seq in range(22)])
     finals = [t for t in transcripts if t["kind"] == "final"]
@@ -127,7 +120,7 @@ def test_endpoint_after_silence_closes_a_segment_with_word_times() -> None:
 
 
 def test_final_hop_closes_the_last_segment_and_the_session() -> None:
-    clock = FakeClock()
+    clock = FakeClock(1_000_000.0)
     stitcher = Stitcher(clock=clock)
     transcripts = run(stitcher, clock, stream(hops=30))
     finals = [t for t in transcripts if t["kind"] == "final"]
@@ -137,7 +130,7 @@ def test_final_hop_closes_the_last_segment_and_the_session() -> None:
 
 
 def test_final_hop_mid_word_commits_the_tail_as_heard() -> None:
-    clock = FakeClock()
+    clock = FakeClock(1_000_000.0)
     transcripts = run(Stitcher(clock=clock), clock, [hypothesis("s1", seq, is_final=seq == 4) for seq in range(5)])
     assert [t["kind"] for t in transcripts][-1] == "final"
     assert transcripts[-1]["committed_text"] == "turn the lih"
@@ -145,7 +138,7 @@ def test_final_hop_mid_word_commits_the_tail_as_heard() -> None:
 
 
 def test_silent_stream_sends_no_partials_but_one_empty_final() -> None:
-    clock = FakeClock()
+    clock = FakeClock(1_000_000.0)
     hops = [hypothesis("quiet", seq, speech=[], is_final=seq == 9) for seq in range(10)]
     transcripts = run(Stitcher(clock=clock), clock, hops)
     assert [(t["kind"], t["text"]) for t in transcripts] == [("final", "")]
@@ -153,7 +146,7 @@ def test_silent_stream_sends_no_partials_but_one_empty_final() -> None:
 
 @pytest.mark.parametrize(("interval", "every_nth_hop"), [(160.0, 1), (320.0, 2)])
 def test_partials_follow_the_emit_interval(interval: float, every_nth_hop: int) -> None:
-    clock = FakeClock()
+    clock = FakeClock(1_000_000.0)
     stitcher = Stitcher(clock=clock)
     emitted_hops = []
     for seq in range(1, 12):
@@ -164,7 +157,7 @@ def test_partials_follow_the_emit_interval(interval: float, every_nth_hop: int) 
 
 
 def test_a_backlog_drained_at_once_does_not_flood_partials() -> None:
-    clock = FakeClock()
+    clock = FakeClock(1_000_000.0)
     stitcher = Stitcher(clock=clock)
     outcomes = [stitcher.accept(hypothesis("s1", seq), 160) for seq in range(1, 10)]  # clock stands still
     assert sum(o.emitted for o in outcomes) == 1
@@ -173,7 +166,7 @@ def test_a_backlog_drained_at_once_does_not_flood_partials() -> None:
 
 
 def test_duplicate_and_out_of_order_hops_are_ignored() -> None:
-    clock = FakeClock()
+    clock = FakeClock(1_000_000.0)
     stitcher = Stitcher(clock=clock)
     run(stitcher, clock, [hypothesis("s1", seq) for seq in range(6)])
     snapshot = stitcher.snapshot("s1")
@@ -195,14 +188,14 @@ def test_redelivered_and_reordered_stream_still_yields_each_word_once() -> None:
             delivered.append(hyp)  # worker restart: processed twice
         if delivered[-1]["hop_seq"] > 2 and rng.random() < 0.2:
             delivered.append(hops[hyp["hop_seq"] - 2])  # an older hop arrives late
-    clock = FakeClock()
+    clock = FakeClock(1_000_000.0)
     transcripts = run(Stitcher(clock=clock), clock, delivered)
     assert final_words(transcripts) == [(w, s) for w, s, _ in SPEECH]
     assert_committed_only_grows(transcripts)
 
 
 def test_skipped_hops_keep_tail_words_the_new_window_no_longer_covers() -> None:
-    clock = FakeClock()
+    clock = FakeClock(1_000_000.0)
     stitcher = Stitcher(clock=clock)
     stitcher.accept(hypothesis("s1", 3), 160)  # window 0-640: "turn the" + cut "lights"
     clock.now += HOP_MS
@@ -215,7 +208,7 @@ def test_skipped_hops_keep_tail_words_the_new_window_no_longer_covers() -> None:
 
 
 def test_a_committed_word_redecoded_with_shifted_timing_is_not_repeated() -> None:
-    clock = FakeClock()
+    clock = FakeClock(1_000_000.0)
     stitcher = Stitcher(StitchingPolicy(stable_after_ms=0), clock=clock)
     first = {**hypothesis("s1", 5, speech=[("hello", 200, 500)]), "window_start_ms": 0.0}
     stitcher.accept(first, 160)
@@ -232,7 +225,7 @@ def test_a_committed_word_redecoded_with_shifted_timing_is_not_repeated() -> Non
 
 
 def test_invalid_input_comes_back_as_data() -> None:
-    stitcher = Stitcher(clock=FakeClock())
+    stitcher = Stitcher(clock=FakeClock(1_000_000.0))
     bad_window = {**hypothesis("s1", 0), "window_start_ms": 500.0, "window_end_ms": 100.0}
     assert stitcher.accept(bad_window, 160).status == "invalid"
     assert stitcher.accept({"hop_seq": 1}, 160).reason == "no session_id"
@@ -250,10 +243,10 @@ def test_invalid_input_comes_back_as_data() -> None:
 
 def test_state_survives_a_snapshot_round_trip_through_json() -> None:
     hops = stream(hops=30)
-    clock = FakeClock()
+    clock = FakeClock(1_000_000.0)
     uninterrupted = run(Stitcher(clock=clock), clock, hops)
 
-    clock = FakeClock()
+    clock = FakeClock(1_000_000.0)
     first = Stitcher(clock=clock)
     before = run(first, clock, hops[:12])
     restored = Stitcher(clock=clock)
@@ -263,7 +256,7 @@ def test_state_survives_a_snapshot_round_trip_through_json() -> None:
 
 
 def test_idle_sessions_get_a_final_and_closed_ones_are_forgotten() -> None:
-    clock = FakeClock()
+    clock = FakeClock(1_000_000.0)
     policy = StitchingPolicy(idle_timeout_ms=5_000, closed_retention_ms=20_000)
     stitcher = Stitcher(policy, clock=clock)
     (*_, last_partial) = run(stitcher, clock, [hypothesis("s1", seq) for seq in range(5)])
@@ -281,7 +274,7 @@ def test_idle_sessions_get_a_final_and_closed_ones_are_forgotten() -> None:
 
 
 def test_the_last_word_of_a_closed_segment_is_not_repeated_in_the_next() -> None:
-    clock = FakeClock()
+    clock = FakeClock(1_000_000.0)
     stitcher = Stitcher(clock=clock)
     transcripts = run(stitcher, clock, [hypothesis("s1", seq) for seq in range(17)])
     assert transcripts[-1]["kind"] == "final" and transcripts[-1]["text"].endswith("kitchen")
@@ -309,7 +302,7 @@ def real_hop(seq: int, start: float, *spec: tuple[str, float, float], window_ms:
 
 
 def test_the_rest_of_a_word_cut_by_the_window_start_is_not_a_new_word() -> None:
-    clock = FakeClock()
+    clock = FakeClock(1_000_000.0)
     stitcher = Stitcher(clock=clock)
     hops = [
         real_hop(19, 1920, ("since", 2102, 2383), ("sunday", 2462, 2863)),
@@ -326,7 +319,7 @@ def test_the_rest_of_a_word_cut_by_the_window_start_is_not_a_new_word() -> None:
 
 
 def test_a_word_cut_by_the_window_end_and_misheard_twice_is_not_committed() -> None:
-    clock = FakeClock()
+    clock = FakeClock(1_000_000.0)
     stitcher = Stitcher(clock=clock)
     hops = [
         real_hop(29, 3520, ("we", 4422, 4582), ("are", 4582, 4702), ("oh", 4702, 4742)),
@@ -342,7 +335,7 @@ def test_a_word_cut_by_the_window_end_and_misheard_twice_is_not_committed() -> N
 
 
 def test_a_word_heard_before_survives_a_garbled_hop_and_the_window_start() -> None:
-    clock = FakeClock()
+    clock = FakeClock(1_000_000.0)
     stitcher = Stitcher(clock=clock)
     hops = [  # 0.96 s windows: "extra large mocha"
         real_hop(10, 800, ("your", 862, 982), ("extra", 982, 1383), ("large", 1422, 1662), window_ms=960),
@@ -357,7 +350,7 @@ def test_a_word_heard_before_survives_a_garbled_hop_and_the_window_start() -> No
 
 
 def test_a_word_at_the_very_start_of_a_session_keeps_its_full_timing() -> None:
-    clock = FakeClock()
+    clock = FakeClock(1_000_000.0)
     stitcher = Stitcher(clock=clock)
     speech = [("call", 120, 400), ("me", 440, 560)]
     hops = [hypothesis("early", seq, speech=speech, is_final=seq == 5) for seq in range(6)]

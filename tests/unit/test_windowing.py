@@ -6,17 +6,10 @@ import pytest
 from pipeline import audio
 from pipeline.settings import AudioSettings
 from pipeline.windowing import Frame, Hop, Outcome, SessionWindow, Windower
+from tests.clock import FakeClock
 
 T0 = 1_700_000_000_000.0
 SPF = 320  # model-rate samples per 20 ms frame
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def pcm_frame(seq: int, session: str = "s", eos: bool = False, empty: bool = False) -> Frame:
@@ -46,7 +39,7 @@ def hops_of(outcomes: list[Outcome]) -> list[Hop]:
 
 @pytest.fixture
 def windower() -> Windower:
-    return Windower(AudioSettings(), clock=FakeClock())
+    return Windower(AudioSettings(), clock=FakeClock(T0))
 
 
 def test_a_hop_every_eight_frames_with_timing_and_offsets(windower: Windower) -> None:
@@ -130,7 +123,7 @@ def test_end_of_stream_gives_up_frames_still_missing(windower: Windower) -> None
 
 
 def test_idle_sessions_expire_with_a_final_hop() -> None:
-    clock = FakeClock()
+    clock = FakeClock(T0)
     windower = Windower(AudioSettings(idle_timeout_s=5), clock=clock)
     feed(windower, [pcm_frame(i, "a") for i in range(3)])
     clock.now += 3000
@@ -191,16 +184,16 @@ def test_snapshot_and_frames_restore_a_session_mid_hop() -> None:
     payloads = [rng.integers(0, 256, 160, dtype=np.uint8).tobytes() for _ in range(90)]
     frames = [Frame("m", i, T0 + 20 * i, "alaw", 8000, p) for i, p in enumerate(payloads)]
     frames[41], frames[42] = frames[42], frames[41]  # one frame held for reordering at the cut
-    straight = Windower(AudioSettings(), clock=FakeClock())
+    straight = Windower(AudioSettings(), clock=FakeClock(T0))
     expected = hops_of(feed(straight, frames))
 
-    first = Windower(AudioSettings(), clock=FakeClock())
+    first = Windower(AudioSettings(), clock=FakeClock(T0))
     outcomes = feed(first, frames[:42])
     stored = {seq: pcm for o in outcomes for seq, pcm in o.appended}
     session = first.sessions["m"]
     assert session.pending  # frame 42 arrived before 41
     restored = SessionWindow.restore("m", session.snapshot(), stored, first.shape)
-    second = Windower(AudioSettings(), clock=FakeClock())
+    second = Windower(AudioSettings(), clock=FakeClock(T0))
     second.sessions["m"] = restored
     resumed = hops_of(outcomes) + hops_of(feed(second, frames[42:]))
     assert resumed == expected
