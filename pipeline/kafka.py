@@ -20,6 +20,10 @@ from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
 
+#: librdkafka's own messages (connection errors, rebalances) go through Python logging like
+#: everything else instead of straight to stderr; the client delivers them on poll/flush.
+LIBRDKAFKA_LOG = logging.getLogger("librdkafka")
+
 
 def now_ms() -> float:
     """Wall-clock ms since epoch: the one clock every event timestamp uses."""
@@ -37,6 +41,7 @@ def producer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
         "partitioner": kafka.partitioner,
         "compression.type": "none",
         "message.max.bytes": 4 * 1024 * 1024,
+        "logger": LIBRDKAFKA_LOG,
     }
     config.update(overrides)
     return config
@@ -56,6 +61,7 @@ def consumer_config(settings: Settings, group_id: str, **overrides: Any) -> dict
         "session.timeout.ms": kafka.session_timeout_ms,
         "heartbeat.interval.ms": kafka.heartbeat_interval_ms,
         "partition.assignment.strategy": "cooperative-sticky",
+        "logger": LIBRDKAFKA_LOG,
     }
     config.update(overrides)
     return config
