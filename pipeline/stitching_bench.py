@@ -22,6 +22,7 @@ from pipeline.assembler import stitching_policy
 from pipeline.settings import Settings
 from pipeline.stitching import Stitcher
 from pipeline.wer import word_errors
+from workers.worker import stream_words
 
 #: ``transcribe(windows, beam)`` -> recognitions with ``.text`` and ``.words`` (word, start_s, end_s, confidence).
 Transcribe = Callable[[Sequence[np.ndarray], int], Sequence[Any]]
@@ -80,15 +81,7 @@ def stitch_utterance(
         hypothesis = {
             "session_id": name,
             "hop_seq": seq,
-            "words": [
-                {
-                    "word": w.word,
-                    "start_ms": start_ms + w.start_s * 1000.0,
-                    "end_ms": start_ms + w.end_s * 1000.0,
-                    "confidence": float(w.confidence),
-                }
-                for w in recognition.words
-            ],
+            "words": stream_words(recognition, start_ms),
             "window_start_ms": start_ms,
             "window_end_ms": end_ms,
             "is_final": seq == len(windows) - 1,

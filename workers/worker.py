@@ -108,6 +108,19 @@ def hop_audio(hop: contracts.Record, sample_rate: int) -> np.ndarray:
     return np.frombuffer(audio, dtype="<i2").astype(np.float32) / 32768.0
 
 
+def stream_words(recognition: Recognition, window_start_ms: float) -> list[contracts.Record]:
+    """The recognizer's words with their times moved from window time to stream time (ms)."""
+    return [
+        {
+            "word": word.word,
+            "start_ms": window_start_ms + word.start_s * 1000.0,
+            "end_ms": window_start_ms + word.end_s * 1000.0,
+            "confidence": float(word.confidence),
+        }
+        for word in recognition.words
+    ]
+
+
 def build_hypothesis(
     job: HopJob,
     recognition: Recognition,
@@ -129,15 +142,7 @@ def build_hypothesis(
         "session_id": hop["session_id"],
         "hop_seq": hop["hop_seq"],
         "text": recognition.text,
-        "words": [
-            {
-                "word": word.word,
-                "start_ms": window_start_ms + word.start_s * 1000.0,
-                "end_ms": window_start_ms + word.end_s * 1000.0,
-                "confidence": float(word.confidence),
-            }
-            for word in recognition.words
-        ],
+        "words": stream_words(recognition, window_start_ms),
         "confidence": float(recognition.confidence),
         "window_start_ms": window_start_ms,
         "window_end_ms": window_start_ms + len(job.audio) * 1000.0 / rate,
