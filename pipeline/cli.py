@@ -1,56 +1,37 @@
 """``hopline``: one command for every service, tool and benchmark.
 
-Each role registers its own sub-commands from a light module (heavy imports such as torch
-and faust happen inside the handlers), so ``hopline --help`` stays instant.
+Each stage registers its own sub-commands from its light ``cli`` module (heavy imports such as
+torch and faust happen inside the handlers), so ``hopline --help`` stays instant. The stages are
+found through the ``hopline.commands`` entry points declared in pyproject.toml.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+from importlib.metadata import entry_points
 
 from pydantic import ValidationError
 
+from pipeline.command import Handler, Parser, help_handler
 from pipeline.errors import CliError, Shutdown
 from pipeline.settings import Settings
 
-#: Modules exposing ``register(commands, bench)``; each adds its role's sub-commands.
-COMMAND_MODULES = (
-    "pipeline.cli_infra",
-    "pipeline.cli_ingress",
-    "pipeline.cli_control",
-    "pipeline.cli_assembler",
-    "workers.cli",
-    "workers.asr.cli",
-    "pipeline.cli_demo",
-)
-
-Handler = Callable[[argparse.Namespace, Settings], int | None]
+#: Entry-point group of the stage CLIs: each names a ``register(commands, bench)`` function.
+COMMAND_GROUP = "hopline.commands"
+#: ``hopline --help`` lists the stages in data-flow order; a stage not named here comes last.
+STAGE_ORDER = ("kafka", "ingress", "windowing", "worker", "asr", "asr-lab", "assembly", "control", "observe", "demo")
 
 
-class _Parser(argparse.ArgumentParser):
-    """Bad arguments end in one line on stderr, not a usage dump."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(2, f"hopline: error: {message} (see '{self.prog} --help')\n")
-
-
-def help_handler(parser: argparse.ArgumentParser) -> Handler:
-    """For command groups run without a sub-command: show what they offer."""
-
-    def show_help(args: argparse.Namespace, settings: Settings) -> int:
-        parser.print_help()
-        return 2
-
-    return show_help
+def _stage_rank(name: str) -> tuple[int, str]:
+    return (STAGE_ORDER.index(name) if name in STAGE_ORDER else len(STAGE_ORDER), name)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = Parser(
         prog="hopline",
         description="Kafka streaming speech recognition under a p95 latency SLA. "
         "Settings come from HOPLINE_* environment variables (see pipeline/settings.py).",
@@ -61,12 +42,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="Kafka bootstrap servers (default: HOPLINE_KAFKA__BOOTSTRAP_SERVERS)",
     )
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     bench_parser = commands.add_parser("bench", help="benchmarks that print figures (not tests)")
-    bench = bench_parser.add_subparsers(dest="bench", metavar="BENCHMARK", parser_class=_Parser)
+    bench = bench_parser.add_subparsers(dest="bench", metavar="BENCHMARK", parser_class=Parser)
     bench_parser.set_defaults(handler=help_handler(bench_parser))
-    for module_name in COMMAND_MODULES:
-        importlib.import_module(module_name).register(commands, bench)
+    for command in sorted(entry_points(group=COMMAND_GROUP), key=lambda ep: _stage_rank(ep.name)):
+        command.load()(commands, bench)
     return parser
 
 

@@ -7,8 +7,8 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from pipeline.broker import EmbeddedBroker
-from pipeline.kafka import create_topics
+from pipeline.kafka.broker import EmbeddedBroker
+from pipeline.kafka.topics import create_topics
 from pipeline.settings import KafkaSettings, Settings, TopicSettings
 
 SettingsFactory = Callable[..., Settings]

@@ -11,8 +11,9 @@ import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from pipeline import contracts
-from pipeline.kafka import consumer_config, make_producer, now_ms
-from pipeline.latency import COMPONENTS
+from pipeline.clock import now_ms
+from pipeline.kafka.clients import consumer_config, make_producer
+from pipeline.observe.latency import COMPONENTS
 from pipeline.settings import Settings
 from tests.conftest import SettingsFactory
 from tests.services import ServiceProcess

@@ -1,7 +1,8 @@
 import pytest
 from confluent_kafka.admin import AdminClient
 
-from pipeline.kafka import make_consumer, make_producer, pipeline_topics
+from pipeline.kafka.clients import make_consumer, make_producer
+from pipeline.kafka.topics import pipeline_topics
 from tests.conftest import SettingsFactory
 
 pytestmark = pytest.mark.integration

@@ -3,8 +3,9 @@ import time
 import pytest
 
 from pipeline import contracts
-from pipeline.control import ControlFollower, command_record, ladder
-from pipeline.kafka import make_producer
+from pipeline.control.follower import ControlFollower
+from pipeline.control.ladder import command_record, ladder
+from pipeline.kafka.clients import make_producer
 from tests.conftest import SettingsFactory
 
 pytestmark = pytest.mark.integration

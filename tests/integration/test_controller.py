@@ -8,9 +8,11 @@ import pytest
 from confluent_kafka import Producer
 
 from pipeline import contracts
-from pipeline.control import ControlFollower, command_record, ladder
-from pipeline.history import read_history
-from pipeline.kafka import make_producer, now_ms
+from pipeline.clock import now_ms
+from pipeline.control.follower import ControlFollower
+from pipeline.control.ladder import command_record, ladder
+from pipeline.kafka.clients import make_producer
+from pipeline.kafka.history import read_history
 from pipeline.settings import ControllerSettings, Settings
 from pipeline.supervisor import ServiceProcess
 from tests.conftest import SettingsFactory

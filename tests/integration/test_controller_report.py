@@ -4,8 +4,9 @@ import pytest
 
 from pipeline import contracts
 from pipeline.cli import main
-from pipeline.control import command_record, ladder
-from pipeline.kafka import make_producer, now_ms
+from pipeline.clock import now_ms
+from pipeline.control.ladder import command_record, ladder
+from pipeline.kafka.clients import make_producer
 from tests.conftest import SettingsFactory
 
 pytestmark = pytest.mark.integration

@@ -15,7 +15,8 @@ import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from pipeline import contracts
-from pipeline.kafka import consumer_config, make_producer, now_ms
+from pipeline.clock import now_ms
+from pipeline.kafka.clients import consumer_config, make_producer
 from pipeline.settings import Settings
 from tests.conftest import SettingsFactory
 
@@ -26,8 +27,8 @@ pytestmark = pytest.mark.integration
 ECHO_APP = """
 import logging, sys
 from pipeline import contracts
-from pipeline.faust_app import AgentDeadLetters, make_app, raw_topic, run_app
-from pipeline.kafka import now_ms
+from pipeline.kafka.faust_app import AgentDeadLetters, make_app, raw_topic, run_app
+from pipeline.clock import now_ms
 from pipeline.settings import Settings
 
 logging.basicConfig(level="INFO", format="%(name)s: %(message)s")

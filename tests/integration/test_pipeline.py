@@ -12,10 +12,10 @@ from contextlib import contextmanager
 import pytest
 
 from pipeline import contracts
-from pipeline.control import ControlFollower
-from pipeline.demo import load_samples, plan_sessions, stream_sessions
-from pipeline.history import read_history
-from pipeline.producer import AudioProducer
+from pipeline.control.follower import ControlFollower
+from pipeline.demo.service import load_samples, plan_sessions, stream_sessions
+from pipeline.ingress.service import AudioProducer
+from pipeline.kafka.history import read_history
 from pipeline.settings import ControllerSettings, Settings, WorkerSettings
 from pipeline.supervisor import ServiceProcess
 from tests.conftest import SettingsFactory

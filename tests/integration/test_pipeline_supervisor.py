@@ -1,6 +1,6 @@
 import pytest
 
-from pipeline.broker import free_port
+from pipeline.kafka.broker import free_port
 from pipeline.settings import Settings
 from pipeline.supervisor import ServiceProcess, stop_all
 

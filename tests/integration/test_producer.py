@@ -15,8 +15,8 @@ import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from pipeline import audio, contracts
-from pipeline.kafka import consumer_config
-from pipeline.producer import AudioProducer, AudioStream
+from pipeline.ingress.service import AudioProducer, AudioStream
+from pipeline.kafka.clients import consumer_config
 from pipeline.settings import Settings
 from tests.conftest import SettingsFactory
 

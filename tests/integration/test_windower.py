@@ -10,9 +10,10 @@ import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from pipeline import audio, contracts
-from pipeline.control import command_record, ladder
-from pipeline.kafka import consumer_config, make_producer, now_ms
-from pipeline.producer import AudioProducer, AudioStream
+from pipeline.clock import now_ms
+from pipeline.control.ladder import command_record, ladder
+from pipeline.ingress.service import AudioProducer, AudioStream
+from pipeline.kafka.clients import consumer_config, make_producer
 from pipeline.settings import Settings
 from tests.conftest import SettingsFactory
 from tests.services import ServiceProcess

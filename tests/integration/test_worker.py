@@ -13,12 +13,12 @@ import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
 from pipeline import contracts
-from pipeline.control import GLOBAL_SCOPE, command_record, ladder
-from pipeline.kafka import consumer_config, make_producer
+from pipeline.control.ladder import GLOBAL_SCOPE, command_record, ladder
+from pipeline.kafka.clients import consumer_config, make_producer
 from pipeline.settings import Settings, WorkerSettings
 from tests.conftest import SettingsFactory
 from tests.services import ServiceProcess
-from workers.bench import feed_sessions, speech_stream
+from workers.worker.bench import feed_sessions, speech_stream
 
 pytestmark = pytest.mark.integration
 

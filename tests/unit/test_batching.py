@@ -9,7 +9,7 @@ from concurrent.futures import Future
 import pytest
 
 from tests.clock import FakeClock
-from workers.batching import Batch, BatchPolicy, MicroBatcher, Pending, Superseded
+from workers.batching.policy import Batch, BatchPolicy, MicroBatcher, Pending, Superseded
 
 
 def hop(session: str, seq: int, final: bool = False) -> Pending[str]:

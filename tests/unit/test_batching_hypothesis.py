@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 
 from pipeline import contracts
-from pipeline.control import ladder
-from pipeline.kafka import now_ms
+from pipeline.clock import now_ms
+from pipeline.control.ladder import ladder
 from pipeline.settings import Settings
-from workers.batching import Batch, BatchPolicy, Pending
-from workers.worker import HopJob, InvalidHop, build_hypothesis, hop_audio, infer_batch
+from workers.batching.policy import Batch, BatchPolicy, Pending
+from workers.worker.service import HopJob, InvalidHop, build_hypothesis, hop_audio, infer_batch
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from workers.offsets import OffsetTracker
+from workers.worker.offsets import OffsetTracker
 
 TOPIC = "t.hops"
 

@@ -1,6 +1,6 @@
 import itertools
 
-from pipeline.control import ladder
+from pipeline.control.ladder import ladder
 from pipeline.settings import Settings
 
 

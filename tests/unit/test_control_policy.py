@@ -2,8 +2,9 @@ import math
 
 import pytest
 
-from pipeline.control import ladder
-from pipeline.control_policy import COMPONENTS, ControlPolicy, WindowStats, percentile
+from pipeline.control.ladder import ladder
+from pipeline.control.policy import ControlPolicy, WindowStats
+from pipeline.observe.latency import MEASURES, percentile
 from pipeline.settings import ControllerSettings, Settings
 from tests.clock import FakeClock
 
@@ -38,7 +39,7 @@ def test_window_stats_cover_every_component() -> None:
     stats = WindowStats.of([])
     assert stats.events == 0
     metrics = ControlPolicy(Settings(), clock=FakeClock()).stats().as_metrics()
-    assert set(metrics) == {"events"} | {f"{c}_ms_{q}" for c in COMPONENTS for q in ("p50", "p95")}
+    assert set(metrics) == {"events"} | {f"{c}_ms_{q}" for c in MEASURES for q in ("p50", "p95")}
 
 
 def test_defaults_carry_the_missions_thresholds() -> None:

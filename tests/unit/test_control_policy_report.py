@@ -2,9 +2,9 @@
 
 import pytest
 
-from pipeline.control_policy import COMPONENTS
 from pipeline.errors import CliError
-from pipeline.report import build_report, format_groups, format_report, group_reports, parse_span
+from pipeline.observe.latency import MEASURES
+from pipeline.observe.report import build_report, format_groups, format_report, group_reports, parse_span
 
 
 def event(session: str, ts_ms: float, queue_wait_ms: float, gpu_ms: float = 40.0, batch_size: int = 1) -> dict:
@@ -56,7 +56,7 @@ def test_queueing_tail_is_named_the_driver_though_gpu_dominates_the_median() -> 
     assert report.batch_sizes == {1: 48, 2: 47, 4: 5}
     assert report.batch_size_mean == pytest.approx((48 + 94 + 20) / 100)
     figures = report.figures()
-    for name in COMPONENTS:
+    for name in MEASURES:
         assert figures[f"{name}_ms_p50"] <= figures[f"{name}_ms_p95"]
     assert figures["gpu_infer_ms_p50"] == 120.0
     assert figures["p95_driver"] == "queue_wait"

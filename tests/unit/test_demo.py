@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.demo import (
+from pipeline.demo.service import (
     GAP_S,
     MODEL_RATE,
     Received,
@@ -16,7 +16,7 @@ from pipeline.demo import (
     word_emission_latencies,
 )
 from pipeline.errors import CliError
-from pipeline.wer import matched_reference_words, normalize, wer, word_errors
+from pipeline.observe.wer import matched_reference_words, normalize, wer, word_errors
 
 
 def test_wer_counts_substitutions_deletions_insertions_on_normalized_words() -> None:

@@ -1,7 +1,7 @@
 import random
 
 from pipeline import contracts
-from pipeline.latency import COMPONENTS, FIGURES, components, latency_event
+from pipeline.observe.latency import COMPONENTS, FIGURES, components, latency_event
 
 
 def hypothesis(base_ms: float = 1_795_000_000_000.0, **overrides: object) -> dict:

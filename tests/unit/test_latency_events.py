@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from pipeline import contracts
-from pipeline.assembler import Assembly
-from pipeline.latency import COMPONENTS
+from pipeline.assembly.service import Assembly
+from pipeline.observe.latency import COMPONENTS
 from pipeline.settings import Settings, TopicSettings
 from tests.clock import FakeClock
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from pipeline import audio
-from pipeline.control import Knobs, ladder
-from pipeline.producer import AudioProducer, AudioStream, SessionRefused, read_wav
+from pipeline.control.ladder import Knobs, ladder
+from pipeline.ingress.service import AudioProducer, AudioStream, SessionRefused, read_wav
 from pipeline.settings import KafkaSettings, Settings
 
 

@@ -3,7 +3,7 @@ import random
 
 import pytest
 
-from pipeline.stitching import Expiry, Outcome, Stitcher, StitchingPolicy
+from pipeline.assembly.policy import Expiry, Outcome, Stitcher, StitchingPolicy
 from tests.clock import FakeClock
 
 HOP_MS = 160.0

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import numpy as np
 
 from pipeline.settings import Settings
-from pipeline.stitching_bench import stitch_utterance, summarize
+from workers.asr.lab.stitching_bench import stitch_utterance, summarize
 
 RATE = 16000
 #: (word, start_s, end_s) in the utterance.

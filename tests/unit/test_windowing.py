@@ -5,7 +5,7 @@ import pytest
 
 from pipeline import audio
 from pipeline.settings import AudioSettings
-from pipeline.windowing import Frame, Hop, Outcome, SessionWindow, Windower
+from pipeline.windowing.policy import Frame, Hop, Outcome, SessionWindow, Windower
 from tests.clock import FakeClock
 
 T0 = 1_700_000_000_000.0

@@ -1,15 +1,14 @@
-"""`hopline asr synth|train|eval|transcribe` and `hopline bench asr`.
+"""``hopline asr transcribe``: the runtime recognizer from the command line.
 
-Kept import-light: torch and the engine load inside the handlers, so `hopline --help` stays fast.
-Also runnable alone (`python -m workers.asr.cli asr eval ...`) on machines without the service's
-dependencies, such as a GPU box used only for training.
+Kept import-light: torch and the engine load inside the handlers, so ``hopline --help`` stays fast.
+The training lab's commands (``asr synth|train|eval``, ``bench asr|stitching``) live in
+``workers.asr.lab.cli`` and join the same ``asr`` group.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 import wave
 from collections.abc import Callable
 from pathlib import Path
@@ -20,61 +19,28 @@ from pipeline.errors import CliError
 if TYPE_CHECKING:
     from workers.asr.recognizer import Recognizer
 
-SAMPLES = Path(__file__).resolve().parents[2] / "samples"
+
+def asr_commands(commands: Any) -> Any:
+    """The ``asr`` command group, created by whichever of the runtime and lab CLIs registers first."""
+    if "asr" not in commands.choices:
+        asr = commands.add_parser("asr", help="speech recognizer: synthesize data, train, evaluate, transcribe")
+        asr.add_subparsers(dest="asr_command", required=True)
+    return next(a for a in commands.choices["asr"]._actions if isinstance(a, argparse._SubParsersAction))
 
 
 def register(commands: Any, bench: Any) -> None:
-    """Add `asr` (with its sub-commands) to `commands` and `asr` to `bench`."""
-    asr = commands.add_parser("asr", help="speech recognizer: synthesize data, train, evaluate, transcribe")
-    sub = asr.add_subparsers(dest="asr_command", required=True)
-
-    p = sub.add_parser("synth", help="synthesize the espeak-ng corpus (train, held-out, out-of-domain)")
-    p.add_argument("--out", type=Path, default=Path("data/corpus"))
-    p.add_argument("--train", type=int, default=40000, help="training clips")
-    p.add_argument("--heldout", type=int, default=400, help="held-out clips (unseen sentences and voices)")
-    p.add_argument("--ood", type=int, default=30, help="out-of-domain clips")
-    p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--workers", type=int, default=2)
-    p.add_argument(
-        "--rebuild-assets",
-        action="store_true",
-        help="also rewrite tokens, lexicon and LM in workers/asr/assets from the train split",
-    )
-    p.add_argument("--samples", type=Path, default=None, help="also write the demo samples to this folder")
-    p.set_defaults(handler=_entry(_synth))
-
-    p = sub.add_parser("train", help="train the acoustic model (resumable; progress bar)")
-    add_train_arguments(p)
-    p.set_defaults(handler=_entry(_train))
-
-    p = sub.add_parser("eval", help="WER/CER per beam width: 16 kHz, 8 kHz mu-law, rolling windows, OOD")
-    p.add_argument("--checkpoint", type=Path, default=None)
-    p.add_argument("--corpus", type=Path, default=Path("data/corpus"))
-    p.add_argument("--limit", type=int, default=None, help="evaluate only the first N held-out clips")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.set_defaults(handler=_entry(_eval))
-
+    """Add ``asr transcribe``."""
+    sub = asr_commands(commands)
     p = sub.add_parser("transcribe", help="print the transcript of a WAV file (any rate; resampled)")
     p.add_argument("wav", type=Path)
     p.add_argument("--beam", type=int, choices=[1, 2, 4], default=4)
     p.add_argument("--checkpoint", type=Path, default=None)
     p.add_argument("--device", default="auto")
     p.add_argument("--json", action="store_true", help="print words with times and confidences as JSON")
-    p.set_defaults(handler=_entry(_transcribe))
-
-    p = bench.add_parser("asr", help="recognizer latency on 1.28 s windows, batch 8 and 1, per beam")
-    p.add_argument("--checkpoint", type=Path, default=None)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--runs", type=int, default=50)
-    p.add_argument("--corpus", type=Path, default=None, help="take windows from this corpus's held-out clips")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.set_defaults(handler=_entry(_bench))
+    p.set_defaults(handler=entry(_transcribe))
 
 
-def _entry(command: Callable[[argparse.Namespace], None]) -> Callable[..., int]:
+def entry(command: Callable[[argparse.Namespace], None]) -> Callable[..., int]:
     """The hopline CLI calls ``handler(args, settings)``; the engine's commands need no pipeline settings."""
 
     def handler(args: argparse.Namespace, settings: object = None) -> int:
@@ -84,88 +50,10 @@ def _entry(command: Callable[[argparse.Namespace], None]) -> Callable[..., int]:
     return handler
 
 
-def add_train_arguments(ap: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Training options, shared by `hopline asr train` and `python -m workers.asr.train`."""
-    ap.add_argument("--corpus", type=Path, default=Path("data/corpus"))
-    ap.add_argument("--run-dir", type=Path, default=Path("runs/asr"))
-    ap.add_argument("--export", type=Path, default=Path("runs/asr/asr.pt"), help="inference checkpoint to write")
-    ap.add_argument("--minutes", type=float, default=120.0, help="wall-clock training budget")
-    ap.add_argument("--resume", action="store_true", help="continue from RUN_DIR/state.pt")
-    ap.add_argument("--init", type=Path, default=None, help="fine-tune from this inference checkpoint")
-    ap.add_argument("--device", default="auto")
-    ap.add_argument("--threads", type=int, default=0)
-    ap.add_argument("--batch-seconds", type=float, default=400.0, help="padded audio per batch")
-    ap.add_argument("--crop-share", type=float, default=0.25, help="share of batches made of short crops")
-    ap.add_argument("--lr", type=float, default=2e-3)
-    ap.add_argument("--warmup", type=int, default=300)
-    ap.add_argument("--d-model", type=int, default=144)
-    ap.add_argument("--layers", type=int, default=8)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--save-every", type=float, default=2.0, help="minutes between checkpoints")
-    ap.add_argument("--log-every", type=int, default=50)
-    return ap
-
-
-def _synth(args: argparse.Namespace) -> None:
-    from workers.asr.espeak import INSTALL_HINT, espeak_available
-
-    if not espeak_available():
-        raise CliError(INSTALL_HINT)
-    from workers.asr import synth
-
-    for split, n, seed in (
-        ("train", args.train, args.seed),
-        ("heldout", args.heldout, args.seed + 1),
-        ("ood", args.ood, args.seed),
-    ):
-        if n > 0:
-            done = synth.synthesize(args.out, split, n, seed, args.workers)
-            print(f"{split}: {done} clips in {args.out}", flush=True)
-    if args.rebuild_assets:
-        from workers.asr.checkpoint import ASSETS
-
-        print(json.dumps(synth.make_assets(args.out, ASSETS)))
-    if args.samples is not None:
-        from workers.asr.samples import write_samples
-
-        print(f"wrote {write_samples(args.samples)} samples to {args.samples}")
-
-
-def _train(args: argparse.Namespace) -> None:
-    from workers.asr import train
-
-    if not any(args.corpus.glob("train-*.npz")):
-        raise CliError(f"{args.corpus}: no training shards (run `hopline asr synth --out {args.corpus}` first)")
-    print(json.dumps(train.train(args)))
-
-
-def _load(args: argparse.Namespace) -> Recognizer:
+def load_recognizer(args: argparse.Namespace) -> Recognizer:
     from workers.asr.recognizer import Recognizer
 
     return Recognizer.load(args.checkpoint, device=args.device, threads=getattr(args, "threads", None))
-
-
-def _eval(args: argparse.Namespace) -> None:
-    from workers.asr.evaluate import evaluate
-
-    if not any(args.corpus.glob("heldout-*.npz")):
-        raise CliError(f"{args.corpus}: no held-out shards (run `hopline asr synth --out {args.corpus}` first)")
-    result = evaluate(_load(args), args.corpus, args.limit)
-    if args.json:
-        print(json.dumps(result))
-        return
-    print(f"held-out utterances: {result['n_heldout']}  device: {result['device']}")
-    print("condition                 beam  WER %   CER %")
-    for beam in (1, 2, 4):
-        print(f"16 kHz full utterance     {beam:>4}  {result[f'wer_beam{beam}']:>5}   {result[f'cer_beam{beam}']:>5}")
-    print(f"8 kHz mu-law              {4:>4}  {result['wer_mulaw8k']:>5}   {result['cer_mulaw8k']:>5}")
-    for beam in (1, 4):
-        print(
-            f"1.28 s rolling windows    {beam:>4}  {result[f'wer_rolling_beam{beam}']:>5}   "
-            f"{result[f'cer_rolling_beam{beam}']:>5}"
-        )
-    if "wer_ood" in result:
-        print(f"out-of-domain sentences   {4:>4}  {result['wer_ood']:>5}   {result['cer_ood']:>5}")
 
 
 def _transcribe(args: argparse.Namespace) -> None:
@@ -177,7 +65,7 @@ def _transcribe(args: argparse.Namespace) -> None:
         audio = load_audio(args.wav)
     except (OSError, EOFError, ValueError, wave.Error) as exc:
         raise CliError(f"{args.wav}: not a readable PCM WAV file ({exc})") from exc
-    rec = _load(args)
+    rec = load_recognizer(args)
     # Long files go through in 30 s pieces: the model's attention spans one piece.
     piece = 30 * rec.sample_rate
     words: list[dict] = []
@@ -196,56 +84,9 @@ def _transcribe(args: argparse.Namespace) -> None:
     print(json.dumps({"text": text, "words": words}) if args.json else text)
 
 
-def _bench(args: argparse.Namespace) -> None:
-    from workers.asr.bench import bench
-
-    sources = _bench_sources(args.corpus)
-    result = bench(_load(args), sources, runs=args.runs)
-    if args.json:
-        print(json.dumps(result))
-        return
-    print(f"device {result['device']}, {result['threads']} threads, 1.28 s windows, {args.runs} runs")
-    for beam in (4, 2, 1):
-        print(
-            f"batch 8 beam {beam}: p50 {result[f'batch8_beam{beam}_ms_p50']} ms  "
-            f"p95 {result[f'batch8_beam{beam}_ms_p95']} ms"
-        )
-    print(f"batch 1 beam 4: p50 {result['batch1_ms_p50']} ms  p95 {result['batch1_ms_p95']} ms")
-    print(f"batch 8 model only: p50 {result['batch8_model_ms_p50']} ms")
-
-
-def _bench_sources(corpus: Path | None) -> list:
-    from workers.asr.audio import load_audio
-
-    if corpus is not None:
-        from workers.asr.evaluate import load_eval_audio
-
-        audios, _ = load_eval_audio(corpus, "heldout", 16)
-        if audios:
-            return audios
-    wavs = sorted(SAMPLES.glob("*.wav"))
-    if not wavs:
-        raise CliError(f"{SAMPLES}: no sample WAVs to benchmark with (pass --corpus DIR)")
-    return [load_audio(w) for w in wavs]
-
-
-def run(args: argparse.Namespace) -> int:
-    """Call the chosen handler; a CliError becomes one line on stderr and exit code 2."""
-    try:
-        args.handler(args)
-    except CliError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m workers.asr.cli")
-    commands = ap.add_subparsers(dest="command", required=True)
+def standalone_parser(prog: str) -> tuple[argparse.ArgumentParser, Any, Any]:
+    """A parser with ``COMMAND`` and ``bench BENCHMARK`` levels, for running the recognizer's CLIs alone."""
+    parser = argparse.ArgumentParser(prog=prog)
+    commands = parser.add_subparsers(dest="command", required=True)
     bench = commands.add_parser("bench", help="benchmarks").add_subparsers(dest="bench_command", required=True)
-    register(commands, bench)
-    return run(ap.parse_args(argv))
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    return parser, commands, bench

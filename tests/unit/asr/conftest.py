@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 
+from pipeline.demo import SAMPLES_DIR as SAMPLES
 from workers.asr import Recognizer
 from workers.asr.audio import load_audio
-
-SAMPLES = Path(__file__).resolve().parents[3] / "samples"
 
 
 @pytest.fixture(scope="session")

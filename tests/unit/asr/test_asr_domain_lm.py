@@ -5,10 +5,10 @@ import math
 from collections import defaultdict
 from pathlib import Path
 
-from workers.asr import domain
 from workers.asr.checkpoint import ASSETS
 from workers.asr.decoder import read_lexicon
-from workers.asr.lm import build_arpa
+from workers.asr.lab import domain
+from workers.asr.lab.lm import build_arpa
 
 
 def test_numbers_are_spelled_as_spoken() -> None:

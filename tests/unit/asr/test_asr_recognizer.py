@@ -11,7 +11,7 @@ import torch
 from pipeline.errors import CliError
 from workers.asr import DEFAULT_CHECKPOINT, CheckpointError, Recognition, Recognizer, WordTiming
 from workers.asr import checkpoint as ckpt
-from workers.asr.evaluate import error_rates
+from workers.asr.lab.evaluate import error_rates
 from workers.asr.model import AcousticModel, ModelConfig
 
 # The model card documents 1.4% WER on these (3 errors in 214 words); the margin covers CPU differences.

@@ -2,14 +2,14 @@ from __future__ import annotations
 
 import pytest
 
-from workers.asr.espeak import espeak_available
-from workers.asr.synth import _clip_record, build_lexicon
+from workers.asr.lab.espeak import espeak_available
+from workers.asr.lab.synth import _clip_record, build_lexicon
 
 pytestmark = pytest.mark.skipif(not espeak_available(), reason="espeak-ng is not installed")
 
 
 def test_synthesis_gives_audio_with_word_and_phoneme_alignments() -> None:
-    from workers.asr.espeak import Espeak
+    from workers.asr.lab.espeak import Espeak
 
     settings = {"voice": "en-us+f3", "rate": 170, "pitch": 50, "range": 50, "wordgap": 0}
     audio, meta = _clip_record(Espeak(), "can i get two large fries", settings)

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from workers.asr import checkpoint
-from workers.asr.cli import add_train_arguments
-from workers.asr.espeak import espeak_available
+from workers.asr.lab.cli import add_train_arguments
+from workers.asr.lab.espeak import espeak_available
 
 pytestmark = pytest.mark.skipif(not espeak_available(), reason="espeak-ng is not installed")
 
@@ -42,7 +42,7 @@ def _args(tmp_path: Path, *extra: str) -> argparse.Namespace:
 
 
 def test_train_checkpoints_resumes_and_fine_tunes(tmp_path: Path) -> None:
-    from workers.asr import synth, train
+    from workers.asr.lab import synth, train
 
     assert synth.synthesize(tmp_path / "corpus", "train", 6, seed=1, workers=1) == 6
     first = train.train(_args(tmp_path))

@@ -1,0 +1,188 @@
+"""``hopline controller``: latency events in, degradation commands out.
+
+Consumes the latency topic in a consumer group of its own, feeds :class:`ControlPolicy`,
+evaluates every ``controller.tick_s`` and publishes each level change as a ControlCommand
+keyed by scope ``global`` to the compacted control topic, where every service's
+:class:`~pipeline.control.ControlFollower` picks it up. On start it reads the control topic
+to continue the sequence number and the level in force, so a restart does not reset the
+pipeline to full quality under load.
+
+Offsets are never committed and a new group starts at the end of the topic: only the last
+``window_s`` of events matter, so a restarted controller must not replay old load. Events
+older than the window (by their ``event_ts_ms``) are dropped for the same reason.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, Message
+from prometheus_client import Counter, Gauge
+
+from pipeline import contracts
+from pipeline.clock import now_ms
+from pipeline.control.ladder import GLOBAL_SCOPE, command_record
+from pipeline.control.policy import ControlPolicy, Decision
+from pipeline.kafka.clients import consumer_config, make_producer
+from pipeline.kafka.dead_letters import DeadLetters
+from pipeline.kafka.history import read_history
+from pipeline.observe.latency import MEASURES
+from pipeline.observe.metrics import serve_metrics
+from pipeline.settings import Settings
+
+log = logging.getLogger(__name__)
+
+LEVEL = Gauge("hopline_controller_level", "Degradation level in force (0 = full quality).")
+DECISIONS = Counter("hopline_controller_decisions_total", "Level changes published.", ["direction"])
+COMPONENT_P95 = Gauge(
+    "hopline_controller_component_p95_seconds", "Sliding-window p95 per latency component.", ["component"]
+)
+WINDOW_EVENTS = Gauge("hopline_controller_window_events", "Latency events in the sliding window.")
+EVENTS = Counter("hopline_controller_events_total", "Latency events consumed, by outcome.", ["outcome"])
+
+
+def last_command(settings: Settings, scope: str = GLOBAL_SCOPE) -> contracts.Record | None:
+    """The newest readable command of ``scope`` on the control topic (highest seq), if any."""
+    newest: contracts.Record | None = None
+    for message in read_history(settings, settings.topics.control):
+        key = message.key()
+        if key is None or key.decode(errors="replace") != scope:
+            continue
+        try:
+            command = contracts.CONTROL.decode(message.value())
+        except contracts.ContractError as exc:
+            log.warning("skipping unreadable control command at offset %s: %s", message.offset(), exc)
+            continue
+        if newest is None or command["seq"] >= newest["seq"]:
+            newest = command
+    return newest
+
+
+def decision_line(seq: int, decision: Decision) -> str:
+    """One structured log line per decision: everything an operator needs to audit it."""
+    knobs = decision.knobs
+    return "decision " + json.dumps(
+        {
+            "seq": seq,
+            "direction": decision.direction,
+            "from_level": decision.previous_level,
+            "level": knobs.level,
+            "emit_interval_ms": knobs.emit_interval_ms,
+            "window_secs": knobs.window_secs,
+            "beam": knobs.beam,
+            "admit_new_sessions": knobs.admit_new_sessions,
+            "reason": decision.reason,
+            "metrics": decision.metrics,
+        },
+        separators=(",", ":"),
+    )
+
+
+class Controller:
+    """The service: one consumer, one producer, one policy; :meth:`run` until SIGTERM."""
+
+    def __init__(self, settings: Settings, clock: Callable[[], float] = time.monotonic) -> None:
+        self._settings = settings
+        self._scope = GLOBAL_SCOPE
+        previous = last_command(settings, self._scope)
+        self.seq = int(previous["seq"]) if previous else 0
+        level = int(previous["level"]) if previous else 0
+        self.policy = ControlPolicy(settings, level=level, clock=clock)
+        self._clock = clock
+        self._producer = make_producer(settings)
+        self._dead_letters = DeadLetters(settings, self._producer, "controller")
+        self._consumer = Consumer(
+            consumer_config(settings, f"{settings.app_id}-controller", **{"auto.offset.reset": "latest"})
+        )
+        self._consumer.subscribe([settings.topics.latency], on_assign=self._on_assign)
+        LEVEL.set(level)
+        log.info("controller starting at level %d after seq %d", level, self.seq)
+
+    def _on_assign(self, consumer: Any, partitions: list[Any]) -> None:
+        topic = self._settings.topics.latency
+        log.info(
+            "controller ready: consuming %s partitions %s at level %d",
+            topic,
+            sorted(p.partition for p in partitions),
+            self.policy.level,
+        )
+
+    def handle(self, message: Message) -> None:
+        """One latency-topic message: into the window, or to the dead-letter topic with the reason."""
+        try:
+            event = contracts.LATENCY.decode(message.value())
+        except contracts.ContractError as exc:
+            EVENTS.labels("invalid").inc()
+            self._dead_letters.publish(message, str(exc), exc)
+            return
+        if event["event_ts_ms"] < now_ms() - self._settings.controller.window_s * 1000.0:
+            EVENTS.labels("stale").inc()
+            return
+        EVENTS.labels("observed").inc()
+        self.policy.observe(event)
+
+    def tick(self) -> Decision | None:
+        """Evaluate the policy; publish, log and count a level change."""
+        decision = self.policy.evaluate()
+        stats = self.policy.stats()
+        WINDOW_EVENTS.set(stats.events)
+        if stats.events:
+            for name in MEASURES:
+                COMPONENT_P95.labels(name).set(stats.p95[name] / 1000.0)
+        if decision is None:
+            return None
+        self.seq += 1
+        record = command_record(self.seq, decision.knobs, decision.reason, decision.metrics, self._scope)
+        self._producer.produce(
+            self._settings.topics.control,
+            key=self._scope.encode(),
+            value=contracts.CONTROL.encode(record),
+            on_delivery=_report_delivery,
+        )
+        self._producer.flush(5)
+        LEVEL.set(decision.level)
+        DECISIONS.labels(decision.direction).inc()
+        log.info(decision_line(self.seq, decision))
+        return decision
+
+    def run(self) -> None:
+        """Poll and tick until interrupted (SIGTERM arrives as KeyboardInterrupt)."""
+        tick_s = self._settings.controller.tick_s
+        next_tick = self._clock() + tick_s
+        while True:
+            message = self._consumer.poll(max(0.0, min(tick_s, next_tick - self._clock())))
+            if message is not None:
+                error = message.error()
+                if error is None:
+                    self.handle(message)
+                elif error.code() != KafkaError._PARTITION_EOF:
+                    log.warning("latency topic: %s", error)
+            if self._clock() >= next_tick:
+                self.tick()
+                next_tick = max(next_tick + tick_s, self._clock())
+            self._producer.poll(0)
+
+    def close(self) -> None:
+        self._consumer.close()
+        self._producer.flush(5)
+
+
+def _report_delivery(error: KafkaError | None, message: Message) -> None:
+    if error is not None:
+        log.error("control command not delivered: %s", error)
+
+
+def run_controller(settings: Settings) -> int:
+    serve_metrics(settings, "controller")
+    controller = Controller(settings)
+    try:
+        controller.run()
+    except KeyboardInterrupt:
+        log.info("controller stopping at level %d (seq %d)", controller.policy.level, controller.seq)
+    finally:
+        controller.close()
+    return 0

@@ -1,0 +1,715 @@
+"""``hopline demo``: the whole pipeline on the embedded broker, N live sessions, then the report.
+
+Starts Tansu in-process, creates the topics, runs windower, worker, assembler and
+controller as child processes (:class:`~pipeline.supervisor.ServiceProcess`), streams the
+bundled sample utterances as concurrent real-time sessions (some as 8 kHz mu-law, like phone
+calls), follows the transcripts as a client would (measuring delivery), prints a progress
+line every second, and ends with the latency report, example transcripts against their
+reference text with WER, and each service's exit code after SIGTERM.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, TextIO
+
+import numpy as np
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+from pipeline import contracts
+from pipeline.clock import now_ms
+from pipeline.control.follower import ControlFollower
+from pipeline.demo import SAMPLES_DIR
+from pipeline.errors import CliError
+from pipeline.ingress.service import AudioProducer, AudioStream, read_wav
+from pipeline.kafka.broker import EmbeddedBroker
+from pipeline.kafka.clients import consumer_config
+from pipeline.kafka.topics import create_topics
+from pipeline.observe.latency import percentile
+from pipeline.observe.report import (
+    LatencyReport,
+    build_report,
+    format_groups,
+    format_report,
+    group_reports,
+    plot_breakdown,
+    read_decisions,
+    read_events,
+)
+from pipeline.observe.wer import matched_reference_words, normalize, word_errors
+from pipeline.settings import Settings
+from pipeline.supervisor import ServiceFailed, ServiceProcess, stop_all
+
+log = logging.getLogger(__name__)
+
+MODEL_RATE = 16000
+#: Silence between utterances of one session: longer than the endpoint so each gets a final.
+GAP_S = 1.0
+#: Sessions 1, 6, 11, ... are sent as 8 kHz mu-law, like a telephony gateway would (two of ten).
+PHONE_EVERY = 5
+#: Seconds of audio in the warm-up session that runs through every service before the measured ones.
+WARM_UP_S = 2.0
+#: Queue-wait and e2e figures "after settling" leave out the first SETTLE_S seconds of a run.
+SETTLE_S = 10.0
+
+
+@dataclass(frozen=True)
+class Utterance:
+    audio: np.ndarray  # int16, 16 kHz mono
+    text: str
+    name: str
+    #: End time (s) of each word of ``normalize(text)``; empty when the manifest has no word times.
+    word_ends_s: tuple[float, ...] = ()
+
+    @property
+    def seconds(self) -> float:
+        return len(self.audio) / MODEL_RATE
+
+
+@dataclass(frozen=True)
+class SessionPlan:
+    """One demo session: a playlist of utterances with gaps, and how it is encoded on the wire."""
+
+    session_id: str
+    utterances: tuple[Utterance, ...]
+    codec: str
+    sample_rate: int
+
+    @property
+    def reference(self) -> str:
+        return " ".join(u.text for u in self.utterances)
+
+    def timed_reference(self) -> list[tuple[str, float]] | None:
+        """Reference words with their end time in the session's stream (s), or None without word times."""
+        words: list[tuple[str, float]] = []
+        offset = 0.0
+        for utterance in self.utterances:
+            tokens = normalize(utterance.text)
+            if len(utterance.word_ends_s) != len(tokens):
+                return None
+            words += [(word, offset + end) for word, end in zip(tokens, utterance.word_ends_s, strict=True)]
+            offset += utterance.seconds + GAP_S
+        return words
+
+    def audio(self) -> np.ndarray:
+        """int16 mono at 16 kHz: the utterances with GAP_S of silence after each."""
+        gap = np.zeros(int(GAP_S * MODEL_RATE), dtype=np.int16)
+        return np.concatenate([part for u in self.utterances for part in (u.audio, gap)])
+
+
+def load_samples(directory: Path = SAMPLES_DIR) -> list[Utterance]:
+    """The utterances of ``samples/manifest.json``: ``{"samples": [{"file", "text", "words": [...]}]}``.
+
+    ``words`` (optional) gives each reference word's ``end_s``; with it the demo measures word
+    emission latency.
+    """
+    manifest_path = directory / "manifest.json"
+    if not manifest_path.exists():
+        raise CliError(f"no {manifest_path}: the demo streams the bundled samples")
+    try:
+        entries = json.loads(manifest_path.read_text())["samples"]
+        utterances = [_utterance(directory, entry) for entry in entries]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise CliError(f"cannot read {manifest_path}: {type(exc).__name__} {exc}") from exc
+    if not utterances:
+        raise CliError(f"{manifest_path} lists no samples")
+    return utterances
+
+
+def _utterance(directory: Path, entry: dict[str, Any]) -> Utterance:
+    text = str(entry["text"])
+    word_ends: tuple[float, ...] = ()
+    words = entry.get("words") or []
+    if [normalize(str(w["word"])) for w in words] == [[token] for token in normalize(text)]:
+        word_ends = tuple(float(w["end_s"]) for w in words)
+    return Utterance(read_wav(directory / entry["file"], MODEL_RATE), text, str(entry["file"]), word_ends)
+
+
+def plan_sessions(
+    samples: Sequence[Utterance], sessions: int, duration_s: float | None, run_id: str
+) -> list[SessionPlan]:
+    """Session i plays the samples from i on, round robin, until ``duration_s`` (one utterance at least)."""
+    plans = []
+    for index in range(sessions):
+        playlist: list[Utterance] = []
+        seconds = 0.0
+        position = index
+        while not playlist or (duration_s is not None and seconds < duration_s):
+            utterance = samples[position % len(samples)]
+            playlist.append(utterance)
+            seconds += utterance.seconds + GAP_S
+            position += 1
+            if duration_s is None:
+                break
+        phone = index % PHONE_EVERY == 1
+        plans.append(
+            SessionPlan(
+                session_id=f"{run_id}-s{index:02d}",
+                utterances=tuple(playlist),
+                codec="mulaw" if phone else "pcm16",
+                sample_rate=8000 if phone else MODEL_RATE,
+            )
+        )
+    return plans
+
+
+@dataclass(frozen=True)
+class Received:
+    """One transcript as the client got it."""
+
+    received_ms: float
+    kind: str
+    segment: int
+    text: str
+    first_capture_ts_ms: float
+    hop_seq: int
+
+
+@dataclass
+class SessionOutcome:
+    finals: dict[int, str] = field(default_factory=dict)
+    received: list[Received] = field(default_factory=list)
+
+
+class TranscriptClient:
+    """Follows the transcripts and latency topics like a downstream client; thread-safe snapshots.
+
+    Measures delivery (egress: published -> received here) and keeps every session's final
+    segments (one per segment number, so a repeated final after a restart counts once).
+    """
+
+    def __init__(self, settings: Settings, ignore: frozenset[str] = frozenset()) -> None:
+        self._settings = settings
+        self._ignore = ignore
+        self._consumer = Consumer(consumer_config(settings, group_id=f"{settings.app_id}-demo-client"))
+        topics = [settings.topics.transcripts, settings.topics.latency]
+        assignment = []
+        for topic in topics:
+            partitions = self._consumer.list_topics(topic, timeout=10).topics[topic].partitions
+            assignment += [TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions]
+        self._consumer.assign(assignment)
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self.sessions: dict[str, SessionOutcome] = {}
+        self.egress_ms: list[float] = []
+        self.delivered_e2e_ms: list[float] = []
+        self.latency: list[tuple[float, float, float, str]] = []  # (event_ts_ms, e2e_ms, queue_wait_ms, session)
+        self.last_message_s = time.monotonic()
+        self._thread = threading.Thread(target=self._run, name="demo-client", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            message = self._consumer.poll(0.05)
+            if message is None or message.error() is not None:
+                continue
+            received = now_ms()
+            with self._lock:
+                self.last_message_s = time.monotonic()
+                if message.topic() == self._settings.topics.latency:
+                    self._take_latency(message.value())
+                else:
+                    self._take_transcript(message.value(), received)
+
+    def _take_latency(self, value: bytes | None) -> None:
+        try:
+            event = contracts.LATENCY.decode(value)
+        except contracts.ContractError:
+            return
+        if event["session_id"] not in self._ignore:
+            self.latency.append((event["event_ts_ms"], event["e2e_ms"], event["queue_wait_ms"], event["session_id"]))
+
+    def _take_transcript(self, value: bytes | None, received_ms: float) -> None:
+        try:
+            transcript = contracts.TRANSCRIPT.decode(value)
+        except contracts.ContractError:
+            return
+        outcome = self.sessions.setdefault(transcript["session_id"], SessionOutcome())
+        if transcript["session_id"] not in self._ignore:
+            self.egress_ms.append(received_ms - transcript["published_ts_ms"])
+            self.delivered_e2e_ms.append(received_ms - transcript["first_capture_ts_ms"])
+        if transcript["kind"] == "final":
+            outcome.finals[transcript["segment"]] = transcript["text"]
+        outcome.received.append(
+            Received(
+                received_ms,
+                transcript["kind"],
+                transcript["segment"],
+                transcript["text"],
+                transcript["first_capture_ts_ms"],
+                transcript["hop_seq"],
+            )
+        )
+
+    def progress(self, recent_s: float = 10.0, live_s: float = 2.0) -> tuple[int, int, float, float]:
+        """(sessions with a hop in the last ``live_s``, hops so far, e2e p95 and queue_wait p95 over ``recent_s``)."""
+        now = now_ms()
+        with self._lock:
+            recent = [(e2e, qw) for ts, e2e, qw, _ in self.latency if ts >= now - recent_s * 1000.0]
+            live = {session for ts, _, _, session in self.latency if ts >= now - live_s * 1000.0}
+            hops = len(self.latency)
+        return len(live), hops, percentile([r[0] for r in recent], 95), percentile([r[1] for r in recent], 95)
+
+    def transcript(self, session_id: str) -> str:
+        with self._lock:
+            outcome = self.sessions.get(session_id)
+            return " ".join(outcome.finals[k] for k in sorted(outcome.finals)) if outcome else ""
+
+    def received(self, session_id: str) -> list[Received]:
+        with self._lock:
+            outcome = self.sessions.get(session_id)
+            return list(outcome.received) if outcome else []
+
+    def has_final(self, session_id: str) -> bool:
+        with self._lock:
+            outcome = self.sessions.get(session_id)
+            return bool(outcome and outcome.finals)
+
+    def quiet_for(self) -> float:
+        with self._lock:
+            return time.monotonic() - self.last_message_s
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(2.0)
+        self._consumer.close()
+
+
+def word_emission_latencies(plan: SessionPlan, received: Sequence[Received], hop_ms: float) -> list[float]:
+    """Per correctly transcribed word: ms from the word's end in the stream to its first appearance at the client.
+
+    A word counts when the final transcript has it right; it "appears" in the first transcript
+    (partial or final) whose words, after the session's earlier finals, align it correctly. The
+    stream's start is recovered from the hops: hop k's first frame was captured at start + k x hop.
+    """
+    reference = plan.timed_reference()
+    if reference is None or not received:
+        return []
+    words = [word for word, _ in reference]
+    start_ms = min(r.first_capture_ts_ms - r.hop_seq * hop_ms for r in received)
+    finals: dict[int, list[str]] = {}
+    first_seen: dict[int, float] = {}
+    previous: list[str] | None = None
+    for record in sorted(received, key=lambda r: r.received_ms):
+        earlier = [w for segment in sorted(finals) if segment < record.segment for w in finals[segment]]
+        hypothesis = earlier + normalize(record.text)
+        if record.kind == "final":
+            finals[record.segment] = normalize(record.text)
+        if hypothesis == previous:
+            continue
+        previous = hypothesis
+        for index in matched_reference_words(words, hypothesis, prefix=True):
+            first_seen.setdefault(index, record.received_ms)
+    final_words = [w for segment in sorted(finals) for w in finals[segment]]
+    correct = matched_reference_words(words, final_words)
+    return [first_seen[i] - (start_ms + reference[i][1] * 1000.0) for i in sorted(correct) if i in first_seen]
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    sessions: int = 10
+    duration_s: float | None = None
+    slowdown: float = 1.0
+    controller: bool = True
+    samples_dir: Path = SAMPLES_DIR
+    ready_timeout_s: float = 180.0
+
+
+@dataclass
+class DemoResult:
+    options: RunOptions
+    report: LatencyReport
+    events: list[contracts.Record]
+    settled: dict[str, float | None]
+    egress_ms_p50: float
+    egress_ms_p95: float
+    delivered_e2e_ms_p50: float
+    delivered_e2e_ms_p95: float
+    word_emission_ms: list[float]
+    wer: float
+    examples: list[tuple[str, str, str, float]]  # session, reference, hypothesis, WER
+    exit_codes: dict[str, int | None]
+    streamed_s: float
+    refused_sessions: int
+
+    def figures(self) -> dict[str, Any]:
+        figures = self.report.figures()
+        levels = [int(d["level"]) for d in self.report.decisions]
+        figures.update(
+            {
+                "sessions": self.options.sessions,
+                "slowdown": self.options.slowdown,
+                "controller": self.options.controller,
+                "wer": round(self.wer, 4),
+                "egress_ms_p50": _rounded(self.egress_ms_p50),
+                "egress_ms_p95": _rounded(self.egress_ms_p95),
+                "delivered_e2e_ms_p50": _rounded(self.delivered_e2e_ms_p50),
+                "delivered_e2e_ms_p95": _rounded(self.delivered_e2e_ms_p95),
+                "word_emission_ms_p50": _rounded(percentile(self.word_emission_ms, 50)),
+                "word_emission_ms_p95": _rounded(percentile(self.word_emission_ms, 95)),
+                "word_emission_words": len(self.word_emission_ms),
+                "max_level": max(levels, default=0),
+                "final_level": levels[-1] if levels else 0,
+                "streamed_s": round(self.streamed_s, 1),
+                "refused_sessions": self.refused_sessions,
+                "exit_codes": self.exit_codes,
+                **{f"settled_{key}": value for key, value in self.settled.items()},
+            }
+        )
+        return figures
+
+
+def _ms(value: float) -> str:
+    return "- ms" if value != value else f"{value:.0f} ms"
+
+
+def _rounded(value: float) -> float | None:
+    return None if value != value else round(value, 2)
+
+
+def _status(stream: TextIO) -> Callable[[str], None]:
+    def say(line: str) -> None:
+        print(line, file=stream, flush=True)
+
+    return say
+
+
+@contextmanager
+def running_services(
+    settings: Settings, options: RunOptions, say: Callable[[str], None]
+) -> Iterator[dict[str, ServiceProcess]]:
+    """Start the services in pipeline order, wait until each is ready; SIGTERM them all on the way out."""
+    roles = ["windower", "worker", "assembler"] + (["controller"] if options.controller else [])
+    services: dict[str, ServiceProcess] = {}
+    try:
+        for role in roles:
+            services[role] = ServiceProcess(settings, role)
+        for role, service in services.items():
+            started = time.monotonic()
+            service.wait_ready(options.ready_timeout_s)
+            say(f"  {role} ready ({time.monotonic() - started:.1f} s)")
+        yield services
+    finally:
+        codes = stop_all(list(services.values()))
+        for role, code in zip(services, codes, strict=True):
+            if code < 0:
+                say(f"  {role} ignored SIGTERM and was killed")
+
+
+def stream_sessions(producer: AudioProducer, plans: Sequence[SessionPlan], stop: threading.Event) -> dict[str, int]:
+    """Stream every plan concurrently in real time; returns frames sent per admitted session.
+
+    Admission control may refuse sessions (degradation level 5): they are left out of the result.
+    Reuse one producer across calls: a new idempotent producer's first frames wait for its
+    producer id, which would show up as ``net`` latency on every session's first hops.
+    """
+    streams = [
+        AudioStream(plan.session_id, plan.audio(), plan.codec, plan.sample_rate, source_rate=MODEL_RATE)
+        for plan in plans
+    ]
+    sent = producer.stream_many(streams, realtime=True, stop=stop)
+    producer.flush()
+    return sent
+
+
+def run_demo(settings: Settings, options: RunOptions, say: Callable[[str], None] | None = None) -> DemoResult:
+    """One full run on a fresh embedded broker; returns the figures (the caller prints them)."""
+    say = say or _status(sys.stderr)
+    samples = load_samples(options.samples_dir)
+    run_id = uuid.uuid4().hex[:6]
+    plans = plan_sessions(samples, options.sessions, options.duration_s, run_id)
+    settings = settings.model_copy(deep=True)
+    settings.worker.fault_slowdown = options.slowdown
+    with EmbeddedBroker(settings.broker.host, 0, settings.broker.start_timeout_s) as broker:
+        settings.kafka.bootstrap_servers = broker.bootstrap_servers
+        settings.topics.prefix = f"demo{run_id}"
+        create_topics(settings)
+        say(
+            f"hopline demo: broker {broker.bootstrap_servers}, {len(plans)} sessions "
+            f"({sum(p.codec == 'mulaw' for p in plans)} as 8 kHz mu-law), slowdown {options.slowdown:g}x, "
+            f"controller {'on' if options.controller else 'off'}"
+        )
+        warm_up = _warm_up_plan(samples, run_id)
+        client = TranscriptClient(settings, ignore=frozenset({warm_up.session_id}))
+        follower = ControlFollower(settings).start()
+        producer = AudioProducer(settings, control=follower)
+        exit_codes: dict[str, int | None] = {}
+        try:
+            with running_services(settings, options, say) as services:
+                _warm_up(producer, warm_up, client, say)
+                streamed_s, stream_start_ms, refused = _stream_with_progress(
+                    producer, plans, client, follower, services, say
+                )
+                _drain(client, say)
+            exit_codes = {role: service.process.returncode for role, service in services.items()}
+        finally:
+            delivery = producer.close()
+            del producer  # destroy the client before the broker stops, not after
+            follower.close()
+            client.close()
+        if delivery.failed or delivery.pending:
+            say(f"frames: {delivery.failed} failed, {delivery.pending} undelivered: {delivery.errors[:3]}")
+        events, invalid = read_events(settings, None)
+        events = [e for e in events if e["session_id"] != warm_up.session_id]
+        report = build_report(events, read_decisions(settings, None), invalid)
+        admitted = [plan for plan in plans if plan.session_id not in refused]
+        return _result(
+            options, report, events, client, admitted, exit_codes, streamed_s, stream_start_ms, len(refused), settings
+        )
+
+
+def _warm_up_plan(samples: Sequence[Utterance], run_id: str, seconds: float = WARM_UP_S) -> SessionPlan:
+    first = samples[0]
+    clip = Utterance(first.audio[: int(seconds * MODEL_RATE)], "", f"{first.name} (warm-up)")
+    return SessionPlan(f"{run_id}-warmup", (clip,), "pcm16", MODEL_RATE)
+
+
+def _warm_up(
+    producer: AudioProducer,
+    plan: SessionPlan,
+    client: TranscriptClient,
+    say: Callable[[str], None],
+    limit_s: float = 20.0,
+) -> None:
+    """One short session through every service first (lazy initialisation), left out of the figures."""
+    started = time.monotonic()
+    stream_sessions(producer, [plan], threading.Event())
+    deadline = time.monotonic() + limit_s
+    while not client.has_final(plan.session_id) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    say(f"  warm-up session done ({time.monotonic() - started:.1f} s; not in the figures)")
+
+
+def _stream_with_progress(
+    producer: AudioProducer,
+    plans: Sequence[SessionPlan],
+    client: TranscriptClient,
+    follower: ControlFollower,
+    services: dict[str, ServiceProcess],
+    say: Callable[[str], None],
+) -> tuple[float, float, list[str]]:
+    stop = threading.Event()
+    failure: list[BaseException] = []
+    admitted: dict[str, int] = {}
+
+    def produce() -> None:
+        try:
+            admitted.update(stream_sessions(producer, plans, stop))
+        except Exception as exc:
+            failure.append(exc)
+
+    longest = max(len(p.audio()) for p in plans) / MODEL_RATE
+    say(f"streaming {len(plans)} sessions of up to {longest:.1f} s in real time")
+    start_ms = now_ms()
+    started = time.monotonic()
+    streamer = threading.Thread(target=produce, name="demo-producer", daemon=True)
+    streamer.start()
+    try:
+        while streamer.is_alive():
+            streamer.join(1.0)
+            for role, service in services.items():
+                if not service.running:
+                    raise CliError(f"{role} exited with {service.process.returncode}: {service.lines[-1:]}")
+            live, hops, e2e_p95, queue_p95 = client.progress()
+            knobs = follower.knobs
+            say(
+                f"  t={time.monotonic() - started:5.1f}s sessions {live}/{len(plans)} hops {hops} "
+                f"e2e p95 {_ms(e2e_p95)} queue_wait p95 {_ms(queue_p95)} (last 10 s) "
+                f"level {knobs.level} (window {knobs.window_secs:g} s, beam {knobs.beam})"
+            )
+    finally:
+        stop.set()
+        streamer.join(5.0)
+    if failure:
+        raise CliError(f"streaming failed: {failure[0]}")
+    refused = [plan.session_id for plan in plans if plan.session_id not in admitted]
+    if refused:
+        say(f"admission control refused {len(refused)} sessions")
+    return time.monotonic() - started, start_ms, refused
+
+
+def _drain(client: TranscriptClient, say: Callable[[str], None], quiet_s: float = 2.0, limit_s: float = 30.0) -> None:
+    """Let the last hops through: wait until the output topics are quiet for ``quiet_s``."""
+    deadline = time.monotonic() + limit_s
+    while client.quiet_for() < quiet_s and time.monotonic() < deadline:
+        time.sleep(0.2)
+    say(f"streams ended; output quiet for {client.quiet_for():.1f} s")
+
+
+def _result(
+    options: RunOptions,
+    report: LatencyReport,
+    events: Sequence[contracts.Record],
+    client: TranscriptClient,
+    plans: Sequence[SessionPlan],
+    exit_codes: dict[str, int | None],
+    streamed_s: float,
+    stream_start_ms: float,
+    refused: int,
+    settings: Settings,
+) -> DemoResult:
+    settled_from = stream_start_ms + SETTLE_S * 1000.0
+    settled = [e for e in events if e["event_ts_ms"] >= settled_from]
+    settled_figures: dict[str, float | None] = {
+        "events": float(len(settled)),
+        "queue_wait_ms_p95": _rounded(percentile([e["queue_wait_ms"] for e in settled], 95)),
+        "e2e_ms_p95": _rounded(percentile([e["e2e_ms"] for e in settled], 95)),
+    }
+    total_errors = total_words = 0
+    examples = []
+    emission: list[float] = []
+    for plan in plans:
+        emission += word_emission_latencies(plan, client.received(plan.session_id), settings.audio.hop_ms)
+        hypothesis = client.transcript(plan.session_id)
+        errors, words = word_errors(plan.reference, hypothesis)
+        total_errors += errors
+        total_words += words
+        examples.append((plan.session_id, plan.reference, hypothesis, errors / words if words else 0.0))
+    return DemoResult(
+        options=options,
+        report=report,
+        events=list(events),
+        settled=settled_figures,
+        egress_ms_p50=percentile(client.egress_ms, 50),
+        egress_ms_p95=percentile(client.egress_ms, 95),
+        delivered_e2e_ms_p50=percentile(client.delivered_e2e_ms, 50),
+        delivered_e2e_ms_p95=percentile(client.delivered_e2e_ms, 95),
+        word_emission_ms=emission,
+        wer=total_errors / total_words if total_words else 0.0,
+        examples=examples,
+        exit_codes=exit_codes,
+        streamed_s=streamed_s,
+        refused_sessions=refused,
+    )
+
+
+def format_result(result: DemoResult, examples: int = 4) -> str:
+    lines = [format_report(result.report)]
+    if len({e["control_level"] for e in result.events}) > 1:
+        lines.append(format_groups("level", group_reports(result.events, "level")))
+    lines.append(
+        f"delivery to the client (egress): p50 {result.egress_ms_p50:.1f} ms, p95 {result.egress_ms_p95:.1f} ms; "
+        f"e2e as delivered (capture -> client, transcripts sent): p50 {result.delivered_e2e_ms_p50:.0f} ms, "
+        f"p95 {result.delivered_e2e_ms_p95:.0f} ms"
+    )
+    if result.word_emission_ms:
+        emission = result.word_emission_ms
+        lines.append(
+            f"word emission (correct words, word end -> first shown to the client): "
+            f"p50 {percentile(emission, 50):.0f} ms, p95 {percentile(emission, 95):.0f} ms ({len(emission)} words)"
+        )
+    settled = result.settled
+    if settled["events"]:
+        lines.append(
+            f"after the first {SETTLE_S:.0f} s: queue_wait p95 {settled['queue_wait_ms_p95']} ms, "
+            f"e2e p95 {settled['e2e_ms_p95']} ms ({settled['events']:.0f} hops)"
+        )
+    if result.refused_sessions:
+        lines.append(f"admission control refused {result.refused_sessions} sessions")
+    lines.append(f"transcripts (WER over all {len(result.examples)} sessions: {100 * result.wer:.1f}%):")
+    for session, reference, hypothesis, session_wer in result.examples[:examples]:
+        lines.append(f"  {session}  WER {100 * session_wer:.0f}%")
+        lines.append(f"    reference : {reference}")
+        lines.append(f"    transcript: {hypothesis}")
+    codes = ", ".join(f"{role} {code}" for role, code in result.exit_codes.items())
+    lines.append(f"services stopped with SIGTERM: {codes}")
+    return "\n".join(lines)
+
+
+COMPARED = (
+    ("e2e p50 ms", "e2e_ms_p50"),
+    ("e2e p95 ms", "e2e_ms_p95"),
+    ("queue_wait p95 ms", "queue_wait_ms_p95"),
+    ("gpu_infer p95 ms", "gpu_infer_ms_p95"),
+    (f"queue_wait p95 after {SETTLE_S:.0f} s", "settled_queue_wait_ms_p95"),
+    (f"e2e p95 after {SETTLE_S:.0f} s", "settled_e2e_ms_p95"),
+    ("max level", "max_level"),
+    ("decisions", "decision_count"),
+    ("WER", "wer"),
+)
+
+
+def format_comparison(with_controller: DemoResult, without: DemoResult) -> str:
+    left, right = with_controller.figures(), without.figures()
+    for figures in (left, right):
+        figures["decision_count"] = len(figures["decisions"])
+    lines = [
+        f"slowdown {with_controller.options.slowdown:g}x, {with_controller.options.sessions} sessions",
+        f"{'':<28}{'controller':>14}{'no controller':>16}",
+    ]
+    for label, key in COMPARED:
+        lines.append(f"{label:<28}{_cell(left[key]):>14}{_cell(right[key]):>16}")
+    return "\n".join(lines)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.3f}" if value < 1 else f"{value:.1f}"
+    return str(value)
+
+
+def run_demo_command(
+    settings: Settings,
+    sessions: int,
+    duration_s: float | None,
+    slowdown: float,
+    controller: bool,
+    compare_slowdown: float | None,
+    as_json: bool,
+    samples_dir: str | None = None,
+    plot: str | None = None,
+) -> int:
+    if sessions < 1:
+        raise CliError("--sessions must be at least 1")
+    if duration_s is not None and duration_s <= 0:
+        raise CliError("--duration must be positive")
+    if slowdown < 1 or (compare_slowdown is not None and compare_slowdown < 1):
+        raise CliError("slowdown factors are at least 1")
+    options = RunOptions(
+        sessions=sessions,
+        duration_s=duration_s,
+        slowdown=slowdown,
+        controller=controller,
+        samples_dir=Path(samples_dir) if samples_dir else SAMPLES_DIR,
+    )
+    if compare_slowdown is not None:
+        runs = [
+            _run_checked(settings, replace(options, slowdown=compare_slowdown, controller=with_controller))
+            for with_controller in (True, False)
+        ]
+        if as_json:
+            print(json.dumps({"controller": runs[0].figures(), "no_controller": runs[1].figures()}))
+        else:
+            for run in runs:
+                print(format_result(run), end="\n\n")
+            print(format_comparison(runs[0], runs[1]))
+        return 0
+    result = _run_checked(settings, options)
+    if plot:
+        try:
+            plot_breakdown(result.events, result.report.decisions, plot)
+        except OSError as exc:
+            raise CliError(f"cannot write the plot to {plot}: {exc.strerror or exc}") from exc
+    print(json.dumps(result.figures()) if as_json else format_result(result))
+    return 0
+
+
+def _run_checked(settings: Settings, options: RunOptions) -> DemoResult:
+    """:func:`run_demo`; a service that fails to start becomes its output tail on stderr and a one-line error."""
+    try:
+        return run_demo(settings, options)
+    except ServiceFailed as failure:
+        detail = str(failure)
+        print(detail, file=sys.stderr)
+        raise CliError(detail.splitlines()[0]) from failure

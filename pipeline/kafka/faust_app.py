@@ -1,0 +1,271 @@
+"""The one way hopline builds and runs faust-streaming apps.
+
+Why a module of its own: faust's defaults are wrong for a latency pipeline. Its aiokafka
+driver hard-codes ``fetch_max_wait_ms=1500`` (on the embedded broker every fetch waits the
+full time, so 20 ms frames arrived ~400 ms late), its web server grabs port 6066, it
+creates ``<app>-data`` in the working directory, its JSON serializers would re-encode our
+Avro bytes, and its CLI wants to own the process. Here:
+
+* :func:`make_app` -> a :class:`HoplineApp` with the broker from ``settings.kafka``, the
+  fetch wait from ``settings.kafka.fetch_wait_max_ms`` (through :class:`LowLatencyTransport`),
+  the group session/heartbeat timeouts from settings, ``topic_partitions`` equal to
+  ``settings.topics.partitions`` (table changelogs must match the source topic, else
+  ``PartitionsMismatch``), raw bytes keys/values, the web server off, a private data dir
+  and in-memory table stores (state survives restarts through the changelog topics).
+* :func:`raw_topic` -> a topic of raw bytes; values are encoded with ``pipeline.contracts``.
+* :class:`AgentDeadLetters` -> publish an event an agent cannot process to ``<topic>.dlq``.
+* :func:`run_app` -> run the app in this process from a ``hopline`` CLI handler until
+  SIGTERM/Ctrl-C, log ``<service> ready`` once recovery is done and the agents consume,
+  stop cleanly (faust commits processed offsets and flushes its producer), return 0.
+
+How a faust service (e.g. the assembler) uses it, inside its CLI handler::
+
+    from pipeline import contracts
+    from pipeline.kafka.faust_app import AgentDeadLetters, make_app, raw_topic, run_app
+
+    def run(settings: Settings) -> int:
+        app = make_app(settings, f"{settings.app_id}-assembler")
+        source = raw_topic(app, settings.topics.hypotheses)
+        output = raw_topic(app, settings.topics.transcripts)
+        dead_letters = AgentDeadLetters(app, settings, service="assembler")
+
+        @app.agent(source)
+        async def assemble(stream):
+            async for event in stream.events():
+                try:
+                    hypothesis = contracts.HYPOTHESIS.decode(event.value)
+                except contracts.ContractError as exc:
+                    await dead_letters.publish(event, str(exc), exc)
+                    continue
+                await output.send(key=event.key, value=contracts.TRANSCRIPT.encode(...))
+
+        return run_app(app, service="assembler")
+
+Heavy import (faust): import this module inside CLI handlers, not at CLI module level.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import tempfile
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import faust
+from faust.transport.drivers import aiokafka as faust_aiokafka
+from faust.types import EventT
+
+from pipeline import contracts
+from pipeline.clock import now_ms
+from pipeline.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class LowLatencyConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
+    """faust's consumer thread, with the fetch wait taken from the app instead of 1500 ms."""
+
+    def _create_worker_consumer(self, transport: faust_aiokafka.Transport) -> Any:
+        consumer = super()._create_worker_consumer(transport)
+        if not hasattr(consumer, "_fetch_max_wait_ms"):
+            raise RuntimeError("aiokafka changed: AIOKafkaConsumer has no _fetch_max_wait_ms to override")
+        # aiokafka reads this attribute when start() builds its Fetcher, which happens later.
+        consumer._fetch_max_wait_ms = getattr(self.app, "fetch_wait_max_ms", 10)
+        log.info("faust consumer fetch wait %d ms", consumer._fetch_max_wait_ms)
+        return consumer
+
+
+class LowLatencyConsumer(faust_aiokafka.Consumer):
+    def _new_consumer_thread(self) -> LowLatencyConsumerThread:
+        return LowLatencyConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+
+class LowLatencyTransport(faust_aiokafka.Transport):
+    """The aiokafka transport with :class:`LowLatencyConsumer`."""
+
+    Consumer = LowLatencyConsumer
+
+
+class HoplineApp(faust.App):
+    """A faust App whose consumer uses :class:`LowLatencyTransport` and a configurable fetch wait."""
+
+    fetch_wait_max_ms: int = 10
+
+    def _new_transport(self) -> Any:
+        return LowLatencyTransport(self.conf.broker_consumer, self)
+
+
+def _data_dir(app_id: str) -> Path:
+    """faust insists on a data dir even with memory stores; keep it out of the working tree."""
+    path = Path(tempfile.gettempdir()) / "hopline-faust" / app_id
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def make_app(settings: Settings, app_id: str, **conf: Any) -> HoplineApp:
+    """A faust app for one hopline service; ``conf`` overrides any faust setting."""
+    kafka = settings.kafka
+    brokers = [f"kafka://{server.strip()}" for server in kafka.bootstrap_servers.split(",") if server.strip()]
+    options: dict[str, Any] = {
+        "broker": brokers,
+        "key_serializer": "raw",
+        "value_serializer": "raw",
+        "topic_partitions": settings.topics.partitions,
+        "topic_replication_factor": kafka.replication_factor,
+        "broker_session_timeout": kafka.session_timeout_ms / 1000.0,
+        "broker_heartbeat_interval": kafka.heartbeat_interval_ms / 1000.0,
+        "broker_commit_interval": 0.5,
+        "consumer_auto_offset_reset": "earliest",
+        "producer_linger": kafka.linger_ms / 1000.0,
+        "producer_acks": -1 if kafka.acks == "all" else int(kafka.acks),
+        # aiokafka keeps one request in flight per broker and makes a send wait while its
+        # partition's batch is full: with 16 kB batches every 41 kB hop would wait for the
+        # previous request's round trip. 1 MB batches let sends queue up behind it instead.
+        "producer_max_batch_size": 1_000_000,
+        "web_enabled": False,
+        "store": "memory://",
+        "datadir": str(_data_dir(app_id)),
+        "autodiscover": False,
+        "worker_redirect_stdouts": False,
+    }
+    options.update(conf)
+    app = HoplineApp(app_id, **options)
+    app.fetch_wait_max_ms = kafka.fetch_wait_max_ms
+    return app
+
+
+def raw_topic(app: faust.App, name: str) -> Any:
+    """A topic whose keys and values are bytes, untouched by faust (contracts encode them)."""
+    return app.topic(name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
+
+
+def dead_letter_record(
+    *,
+    source_topic: str,
+    partition: int,
+    offset: int,
+    key: bytes | None,
+    value: bytes | None,
+    reason: str,
+    error: BaseException | None,
+    service: str,
+) -> bytes:
+    """The encoded ``DeadLetter`` record: the original message, whole, and why it failed."""
+    return contracts.DEAD_LETTER.encode(
+        {
+            "source_topic": source_topic,
+            "partition": partition,
+            "offset": offset,
+            "key": key,
+            "value": value,
+            "reason": reason,
+            "error_type": type(error).__name__ if error else "invalid",
+            "service": service,
+            "failed_ts_ms": now_ms(),
+        }
+    )
+
+
+class AgentDeadLetters:
+    """Publishes events a faust agent cannot process to ``<source topic>.dlq``, with the reason."""
+
+    def __init__(self, app: faust.App, settings: Settings, service: str) -> None:
+        self._app = app
+        self._settings = settings
+        self._service = service
+        self._topics: dict[str, Any] = {}
+
+    async def publish(self, event: EventT, reason: str, error: BaseException | None = None) -> Any:
+        """Send the dead letter; returns its delivery future (ack the event once it is done)."""
+        message = event.message
+        source = message.topic
+        log.warning("dead-lettered %s[%s]@%s: %s", source, message.partition, message.offset, reason)
+        topic = self._topics.get(source)
+        if topic is None:
+            topic = self._topics[source] = raw_topic(self._app, self._settings.topics.dead_letter(source))
+        key = message.key if isinstance(message.key, bytes) else None
+        value = message.value if isinstance(message.value, bytes) else None
+        record = dead_letter_record(
+            source_topic=source,
+            partition=message.partition,
+            offset=message.offset,
+            key=key,
+            value=value,
+            reason=reason,
+            error=error,
+            service=self._service,
+        )
+        return await topic.send(key=key, value=record)
+
+
+Hook = Callable[[], Awaitable[None] | None]
+
+#: Longest a service's ``on_stop`` drain may take before faust stops anyway.
+DRAIN_TIMEOUT_S = 10.0
+
+
+async def _call(hook: Hook) -> None:
+    result = hook()
+    if asyncio.iscoroutine(result):
+        await result
+
+
+class _ServiceWorker(faust.Worker):
+    """faust's Worker, announcing readiness through logging and draining before it stops."""
+
+    def __init__(self, app: faust.App, service: str, on_ready: Hook | None, on_stop: Hook | None) -> None:
+        super().__init__(app, loglevel=None, override_logging=False, redirect_stdouts=False, quiet=True)
+        self.spinner = None
+        self._service = service
+        self._on_ready = on_ready
+        self._on_stop = on_stop
+
+    async def _stop_on_signal(self, signal: Any) -> None:
+        if self._on_stop is not None:
+            try:
+                await asyncio.wait_for(_call(self._on_stop), DRAIN_TIMEOUT_S)
+            except Exception:
+                log.exception("%s: draining before stop failed", self._service)
+        await super()._stop_on_signal(signal)
+
+    async def on_startup_finished(self) -> None:
+        await super().on_startup_finished()
+        if self._on_ready is not None:
+            await _call(self._on_ready)
+        topics = ", ".join(sorted(self.app.topics.acking_topics)) or "nothing"
+        log.info("%s ready: consuming %s", self._service, topics)
+
+
+def _drop_faust_ready(record: logging.LogRecord) -> bool:
+    return "Worker ready" not in record.getMessage()
+
+
+def run_app(
+    app: faust.App,
+    service: str,
+    on_ready: Hook | None = None,
+    on_stop: Hook | None = None,
+) -> int:
+    """Run ``app`` in this process until SIGTERM/Ctrl-C; returns the exit code.
+
+    Uses faust's Worker for start-up order (table recovery before agents) and its signal
+    handling (SIGTERM/SIGINT stop the app: agents finish the current event, offsets of
+    processed events are committed, the producer is flushed), but leaves logging alone so
+    everything goes through the Python logging the CLI configured. ``on_ready`` runs once
+    the app consumes, just before the ``<service> ready`` log line. ``on_stop`` runs on
+    SIGTERM/SIGINT before faust stops anything (consumer, agents, producer): the place to
+    finish in-flight work and write state, so what is committed is also persisted.
+    """
+    # faust logs "Worker ready" when recovery ends, before on_ready and before the agents run:
+    # keep "ready" in the log meaning the service's own line, which supervisors wait for.
+    logging.getLogger("faust.tables.recovery").addFilter(_drop_faust_ready)
+    worker = _ServiceWorker(app, service, on_ready, on_stop)
+    try:
+        worker.execute_from_commandline()
+    except SystemExit as exit_:
+        code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
+        log.info("%s stopped (exit %d)", service, code)
+        return code
+    return 0

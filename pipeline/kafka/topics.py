@@ -1,0 +1,60 @@
+"""The pipeline's topics: names and configs, created up front with matching partition counts."""
+
+from __future__ import annotations
+
+import logging
+
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from pipeline.errors import CliError
+from pipeline.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def pipeline_topics(settings: Settings) -> dict[str, dict[str, str]]:
+    """Every pipeline topic with its topic-level config.
+
+    Frames, hops, hypotheses, transcripts and latency events are keyed by session id and
+    share one partition count so a session sits on the same partition number everywhere.
+    The control topic is compacted: only the newest command per scope matters.
+    """
+    topics = settings.topics
+    keyed = [topics.frames, topics.hops, topics.hypotheses, topics.transcripts, topics.latency]
+    consumed = (topics.frames, topics.hops, topics.hypotheses, topics.latency)
+    dead_letters = [topics.dead_letter(t) for t in consumed]
+    spec: dict[str, dict[str, str]] = {name: {} for name in keyed + dead_letters}
+    spec[topics.control] = {"cleanup.policy": "compact"}
+    return spec
+
+
+def create_topics(settings: Settings, timeout_s: float = 10.0) -> list[str]:
+    """Create every pipeline topic that does not exist yet; returns the names created."""
+    admin = AdminClient({"bootstrap.servers": settings.kafka.bootstrap_servers})
+    try:
+        existing = set(admin.list_topics(timeout=timeout_s).topics)
+    except KafkaException as exc:
+        raise CliError(f"cannot reach Kafka at {settings.kafka.bootstrap_servers}: {exc}") from exc
+    wanted = [
+        NewTopic(
+            name,
+            num_partitions=settings.topics.partitions,
+            replication_factor=settings.kafka.replication_factor,
+            config=config,
+        )
+        for name, config in pipeline_topics(settings).items()
+        if name not in existing
+    ]
+    if not wanted:
+        return []
+    created = []
+    for name, future in admin.create_topics(wanted, request_timeout=timeout_s).items():
+        try:
+            future.result()
+            created.append(name)
+        except KafkaException as exc:
+            if "TOPIC_ALREADY_EXISTS" not in str(exc):
+                raise CliError(f"cannot create topic {name}: {exc}") from exc
+    log.info("created topics: %s", ", ".join(created))
+    return created

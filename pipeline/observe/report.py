@@ -1,0 +1,299 @@
+"""``hopline latency report``: which component makes the p95, read back from the topics.
+
+The latency topic carries one event per hop with its full breakdown; the control topic the
+controller's decisions. The report gives p50/p95 per component, the batch-size distribution,
+the component that drives the e2e tail and the decisions taken in the span. The tail's
+driver is the component whose mean over the slowest 5 % of hops exceeds its own median by
+the most: the hop buffer is large but constant, so it never explains a tail.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from pipeline import contracts
+from pipeline.clock import now_ms
+from pipeline.errors import CliError
+from pipeline.kafka.history import read_history
+from pipeline.observe.latency import MEASURES, percentile
+from pipeline.settings import Settings
+
+log = logging.getLogger(__name__)
+
+_SPAN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
+_UNIT_S = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def parse_span(text: str) -> float:
+    """``90``, ``90s``, ``10m``, ``2h``, ``1d`` -> seconds."""
+    match = _SPAN.match(text)
+    if match is None or float(match.group(1)) <= 0:
+        raise CliError(f"--since wants a positive span such as 90s, 10m or 2h, not {text!r}")
+    return float(match.group(1)) * _UNIT_S[match.group(2)]
+
+
+@dataclass(frozen=True)
+class TailDriver:
+    """What the slowest hops (e2e at or above p95) spend their time on, per component."""
+
+    component: str
+    hops: int
+    tail_mean_ms: Mapping[str, float]
+    excess_ms: Mapping[str, float]
+
+    def share(self, component: str) -> float:
+        total = self.tail_mean_ms["e2e"]
+        return self.tail_mean_ms[component] / total if total > 0 else 0.0
+
+
+@dataclass(frozen=True)
+class LatencyReport:
+    events: int
+    sessions: int
+    first_ts_ms: float
+    last_ts_ms: float
+    p50: Mapping[str, float]
+    p95: Mapping[str, float]
+    batch_sizes: Mapping[int, int]
+    driver: TailDriver | None
+    decisions: Sequence[contracts.Record] = field(default_factory=tuple)
+    invalid_events: int = 0
+
+    @property
+    def batch_size_mean(self) -> float:
+        hops = sum(self.batch_sizes.values())
+        return sum(size * count for size, count in self.batch_sizes.items()) / hops if hops else float("nan")
+
+    def figures(self) -> dict[str, Any]:
+        """The JSON object: ``<component>_ms_p50/_p95`` for every component, batch sizes, driver, decisions."""
+        figures: dict[str, Any] = {"events": self.events, "sessions": self.sessions}
+        for name in MEASURES:
+            figures[f"{name}_ms_p50"] = _round(self.p50[name])
+            figures[f"{name}_ms_p95"] = _round(self.p95[name])
+        figures["batch_size_mean"] = _round(self.batch_size_mean)
+        figures["batch_size_distribution"] = {str(size): count for size, count in sorted(self.batch_sizes.items())}
+        figures["p95_driver"] = self.driver.component if self.driver else None
+        figures["span_s"] = _round((self.last_ts_ms - self.first_ts_ms) / 1000.0) if self.events else 0.0
+        figures["decisions"] = [
+            {
+                "seq": d["seq"],
+                "level": d["level"],
+                "emit_interval_ms": d["emit_interval_ms"],
+                "window_secs": d["window_secs"],
+                "beam": d["beam"],
+                "admit_new_sessions": d["admit_new_sessions"],
+                "reason": d["reason"],
+                "metrics": d["metrics"],
+                "issued_ts_ms": d["issued_ts_ms"],
+            }
+            for d in self.decisions
+        ]
+        return figures
+
+
+def _round(value: float) -> float | None:
+    return None if value != value else round(value, 2)
+
+
+def build_report(
+    events: Sequence[Mapping[str, Any]], decisions: Iterable[contracts.Record] = (), invalid_events: int = 0
+) -> LatencyReport:
+    """Figures from decoded LatencyEvents and ControlCommands (pure: no Kafka)."""
+    values = {name: [float(e[f"{name}_ms"]) for e in events] for name in MEASURES}
+    p50 = {name: percentile(v, 50) for name, v in values.items()}
+    p95 = {name: percentile(v, 95) for name, v in values.items()}
+    driver = None
+    if events:
+        tail = [e for e in events if float(e["e2e_ms"]) >= p95["e2e"]]
+        tail_mean = {name: sum(float(e[f"{name}_ms"]) for e in tail) / len(tail) for name in MEASURES}
+        excess = {name: tail_mean[name] - p50[name] for name in MEASURES if name != "e2e"}
+        driver = TailDriver(
+            component=max(excess, key=lambda name: excess[name]),
+            hops=len(tail),
+            tail_mean_ms=tail_mean,
+            excess_ms=excess,
+        )
+    timestamps = [float(e["event_ts_ms"]) for e in events]
+    return LatencyReport(
+        events=len(events),
+        sessions=len({e["session_id"] for e in events}),
+        first_ts_ms=min(timestamps, default=0.0),
+        last_ts_ms=max(timestamps, default=0.0),
+        p50=p50,
+        p95=p95,
+        batch_sizes=dict(Counter(int(e["batch_size"]) for e in events)),
+        driver=driver,
+        decisions=sorted(decisions, key=lambda d: (d["issued_ts_ms"], d["seq"])),
+        invalid_events=invalid_events,
+    )
+
+
+#: ``--by`` groupings: the LatencyEvent field each one splits on.
+GROUPINGS = {"worker": "worker_id", "session": "session_id", "level": "control_level"}
+
+
+def group_reports(events: Sequence[Mapping[str, Any]], by: str) -> dict[str, LatencyReport]:
+    """One report per worker, session or degradation level: which of them makes the p95."""
+    field_name = GROUPINGS[by]
+    groups: dict[str, list[Mapping[str, Any]]] = {}
+    for event in events:
+        groups.setdefault(str(event[field_name]), []).append(event)
+    return {name: build_report(members) for name, members in sorted(groups.items())}
+
+
+def format_groups(by: str, groups: Mapping[str, LatencyReport]) -> str:
+    lines = [f"by {by}:", f"  {by:<20}{'hops':>7}{'e2e p50':>9}{'e2e p95':>9}{'qw p95':>8}  p95 driver"]
+    for name, report in groups.items():
+        driver = report.driver.component if report.driver else "-"
+        lines.append(
+            f"  {name[:20]:<20}{report.events:>7}{report.p50['e2e']:>9.0f}{report.p95['e2e']:>9.0f}"
+            f"{report.p95['queue_wait']:>8.0f}  {driver}"
+        )
+    return "\n".join(lines)
+
+
+def format_report(report: LatencyReport) -> str:
+    """The analyst's tables, plain text."""
+    if not report.events:
+        lines = ["no latency events in the span"]
+    else:
+        span_s = (report.last_ts_ms - report.first_ts_ms) / 1000.0
+        lines = [
+            f"latency report: {report.events} hops, {report.sessions} sessions, {span_s:.1f} s",
+            f"{'component':<12}{'p50 ms':>10}{'p95 ms':>10}",
+        ]
+        for name in MEASURES:
+            lines.append(f"{name:<12}{report.p50[name]:>10.1f}{report.p95[name]:>10.1f}")
+        total = sum(report.batch_sizes.values())
+        distribution = "  ".join(
+            f"{size}:{100.0 * count / total:.0f}%" for size, count in sorted(report.batch_sizes.items())
+        )
+        lines.append(f"batch size: mean {report.batch_size_mean:.2f}  ({distribution})")
+        if report.driver is not None:
+            driver = report.driver
+            name = driver.component
+            lines.append(
+                f"e2e p95 driver: {name} — in the slowest {driver.hops} hops it averages "
+                f"{driver.tail_mean_ms[name]:.0f} ms ({driver.excess_ms[name]:+.0f} ms over its median, "
+                f"{100.0 * driver.share(name):.0f}% of their e2e)"
+            )
+    if report.invalid_events:
+        lines.append(f"skipped {report.invalid_events} unreadable latency events")
+    lines.append(f"controller decisions: {len(report.decisions)}")
+    for d in report.decisions:
+        lines.append(
+            f"  seq {d['seq']} -> level {d['level']} (emit {d['emit_interval_ms']} ms, window {d['window_secs']:g} s, "
+            f"beam {d['beam']}, admit {'yes' if d['admit_new_sessions'] else 'no'}): {d['reason']}"
+        )
+    return "\n".join(lines)
+
+
+def read_events(settings: Settings, since_ms: float | None) -> tuple[list[contracts.Record], int]:
+    """Decoded latency events at or after ``since_ms`` (by event_ts_ms) and the count of unreadable ones."""
+    events, invalid = [], 0
+    for message in read_history(settings, settings.topics.latency):
+        try:
+            event = contracts.LATENCY.decode(message.value())
+        except contracts.ContractError:
+            invalid += 1
+            continue
+        if since_ms is None or event["event_ts_ms"] >= since_ms:
+            events.append(event)
+    return events, invalid
+
+
+def read_decisions(settings: Settings, since_ms: float | None) -> list[contracts.Record]:
+    decisions = []
+    for message in read_history(settings, settings.topics.control):
+        try:
+            command = contracts.CONTROL.decode(message.value())
+        except contracts.ContractError:
+            continue
+        if since_ms is None or command["issued_ts_ms"] >= since_ms:
+            decisions.append(command)
+    return decisions
+
+
+def plot_breakdown(
+    events: Sequence[Mapping[str, Any]], decisions: Sequence[Mapping[str, Any]], path: str, bin_s: float = 1.0
+) -> None:
+    """Mean components stacked per time bin (they add up to mean e2e), e2e p95 and the control level."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not events:
+        raise CliError("no latency events in the span: nothing to plot")
+    start = min(float(e["event_ts_ms"]) for e in events)
+    bins: dict[int, list[Mapping[str, Any]]] = {}
+    for event in events:
+        bins.setdefault(int((float(event["event_ts_ms"]) - start) / 1000.0 / bin_s), []).append(event)
+    keys = sorted(bins)
+    times = [k * bin_s for k in keys]
+    parts = [name for name in MEASURES if name != "e2e"]
+    stacks = [[sum(float(e[f"{name}_ms"]) for e in bins[k]) / len(bins[k]) for k in keys] for name in parts]
+    e2e_p95 = [percentile([float(e["e2e_ms"]) for e in bins[k]], 95) for k in keys]
+
+    figure, axis = plt.subplots(figsize=(11, 5))
+    axis.stackplot(times, stacks, labels=[f"{name} (mean)" for name in parts], alpha=0.8)
+    axis.plot(times, e2e_p95, color="black", linewidth=1.5, label="e2e p95")
+    axis.axhline(500, color="red", linestyle="--", linewidth=1, label="500 ms SLA")
+    axis.set_xlabel(f"seconds since first hop ({bin_s:g} s bins)")
+    axis.set_ylabel("ms")
+    axis.legend(loc="upper left", fontsize=8)
+    if decisions:
+        level_axis = axis.twinx()
+        steps = [(0.0, 0)] + [((float(d["issued_ts_ms"]) - start) / 1000.0, int(d["level"])) for d in decisions]
+        steps.append((times[-1] + bin_s, steps[-1][1]))
+        level_axis.step([t for t, _ in steps], [lvl for _, lvl in steps], where="post", color="purple", label="level")
+        level_axis.set_ylabel("degradation level")
+        level_axis.set_ylim(-0.2, 5.5)
+        level_axis.legend(loc="upper right", fontsize=8)
+    axis.set_title("hopline latency breakdown over time")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def collect_report(settings: Settings, since_s: float | None = None) -> tuple[LatencyReport, list[contracts.Record]]:
+    """Read both topics and build the report; also returns the events (for plotting)."""
+    since_ms = now_ms() - since_s * 1000.0 if since_s is not None else None
+    events, invalid = read_events(settings, since_ms)
+    decisions = read_decisions(settings, since_ms)
+    return build_report(events, decisions, invalid), events
+
+
+def run_report(settings: Settings, since: str | None, plot: str | None, as_json: bool, by: str | None = None) -> int:
+    since_s = parse_span(since) if since is not None else None
+    report, events = collect_report(settings, since_s)
+    groups = group_reports(events, by) if by else {}
+    if plot:
+        try:
+            plot_breakdown(events, report.decisions, plot)
+        except OSError as exc:
+            raise CliError(f"cannot write the plot to {plot}: {exc.strerror or exc}") from exc
+    if as_json:
+        figures = report.figures()
+        if by:
+            figures[f"by_{by}"] = {name: _group_figures(group) for name, group in groups.items()}
+        print(json.dumps(figures))
+    else:
+        print(format_report(report))
+        if by:
+            print(format_groups(by, groups))
+        if plot:
+            print(f"plot written to {plot}")
+    return 0
+
+
+def _group_figures(report: LatencyReport) -> dict[str, Any]:
+    figures = report.figures()
+    del figures["decisions"]
+    return figures

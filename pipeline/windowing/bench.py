@@ -1,0 +1,223 @@
+"""``hopline bench windower``: N real-time sessions through one real windower process.
+
+The bench starts an embedded broker (or uses ``--bootstrap-servers``), fresh topics, a
+``hopline windower`` child process and a hop reader; streams N paced sessions from this
+process (every third one as 8 kHz mu-law, the rest 16 kHz PCM16); then reports:
+
+* ``frames_per_s``: frames the sessions sent per second of streaming;
+* ``hop_emit_ms_p50/p95``: ``published_ts_ms - ready_ts_ms`` of every hop after the first
+  two seconds (warm-up: the first fetch of each partition), ``..._all`` over every hop;
+* ``cpu_ms_per_s_per_session``: the windower's CPU time (from /proc) per second of
+  streaming per session, and ``windower_cores`` (CPU seconds per wall second);
+* ``changelog_bytes_per_s_per_session``: bytes written to the windower's table changelogs;
+* ``restart_to_ready_s``: a new windower process started on the same topics until it logs
+  ``ready`` (interpreter start, group join, faust recovery and the changelog catch-up).
+
+The producer and reader share the machine with the windower, so figures on a busy
+machine are pessimistic.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+from confluent_kafka.admin import AdminClient
+
+from pipeline import contracts
+from pipeline.errors import CliError
+from pipeline.ingress.service import AudioProducer, AudioStream
+from pipeline.kafka.broker import EmbeddedBroker
+from pipeline.kafka.clients import consumer_config
+from pipeline.kafka.topics import create_topics
+from pipeline.observe.latency import percentile
+from pipeline.settings import Settings
+
+WARM_UP_MS = 2000.0
+
+
+@contextmanager
+def _broker(settings: Settings, external: bool) -> Iterator[str]:
+    if external:
+        yield settings.kafka.bootstrap_servers
+        return
+    with EmbeddedBroker(settings.broker.host, 0, settings.broker.start_timeout_s) as broker:
+        yield broker.bootstrap_servers
+
+
+class _Windower:
+    """``hopline windower`` as a child process with the bench's settings."""
+
+    def __init__(self, settings: Settings) -> None:
+        env = {**os.environ, **settings.to_env(), "PYTHONUNBUFFERED": "1"}
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "pipeline.cli", "windower"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        self.lines: list[str] = []
+        self.saw_ready = False
+        self.ready = threading.Event()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.lines.append(line.rstrip())
+            if re.search(r"\bready\b", line):
+                self.saw_ready = True
+                self.ready.set()
+        self.ready.set()
+
+    def wait_ready(self, timeout_s: float = 60.0) -> None:
+        if not self.ready.wait(timeout_s) or not self.saw_ready:
+            raise CliError("windower did not start: " + " | ".join(self.lines[-5:]))
+
+    def cpu_seconds(self) -> float:
+        with open(f"/proc/{self.process.pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+class _HopReader(threading.Thread):
+    """Reads the hops topic from the beginning; keeps emit latency and ready time of each hop."""
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(name="hop-reader", daemon=True)
+        self.consumer = Consumer(consumer_config(settings, f"{settings.app_id}-bench-reader"))
+        topic = settings.topics.hops
+        self.consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(settings.topics.partitions)])
+        self.hops: list[tuple[float, float]] = []
+        self.finals = 0
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            message = self.consumer.poll(0.05)
+            if message is None or message.error():
+                continue
+            hop = contracts.HOP.decode(message.value())
+            self.hops.append((hop["ready_ts_ms"], hop["published_ts_ms"] - hop["ready_ts_ms"]))
+            self.finals += int(hop["is_final"])
+        self.consumer.close()
+
+
+def _changelog_bytes(settings: Settings) -> int:
+    """Bytes (keys + values) in the windower's table changelog topics."""
+    admin = AdminClient({"bootstrap.servers": settings.kafka.bootstrap_servers})
+    topics = [t for t in admin.list_topics(timeout=10).topics if t.startswith(settings.app_id) and "changelog" in t]
+    consumer = Consumer(
+        consumer_config(settings, f"{settings.app_id}-bench-changelog", **{"enable.partition.eof": True})
+    )
+    assignment = [
+        TopicPartition(topic, p, OFFSET_BEGINNING)
+        for topic in topics
+        for p in admin.list_topics(topic, timeout=10).topics[topic].partitions
+    ]
+    consumer.assign(assignment)
+    remaining, total, idle_since = len(assignment), 0, time.monotonic()
+    while remaining and time.monotonic() - idle_since < 5:
+        message = consumer.poll(0.2)
+        if message is None:
+            continue
+        idle_since = time.monotonic()
+        error = message.error()
+        if error is not None:
+            remaining -= int(error.code() == KafkaError._PARTITION_EOF)
+            continue
+        total += len(message.key() or b"") + len(message.value() or b"")
+    consumer.close()
+    return total
+
+
+def _streams(sessions: int, seconds: float) -> list[AudioStream]:
+    rng = np.random.default_rng(0)
+    streams = []
+    for index in range(sessions):
+        phone = index % 3 == 2
+        rate = 8000 if phone else 16000
+        samples = (rng.standard_normal(int(seconds * rate)) * 3000).astype(np.int16)
+        streams.append(AudioStream(f"bench-{index}", samples, "mulaw" if phone else "pcm16", rate))
+    return streams
+
+
+def run_bench(settings: Settings, sessions: int, seconds: float, external_broker: bool = False) -> dict[str, Any]:
+    settings = settings.model_copy(deep=True)
+    settings.metrics.enabled = False
+    with _broker(settings, external_broker) as bootstrap:
+        settings.kafka.bootstrap_servers = bootstrap
+        settings.topics.prefix = f"bench{uuid.uuid4().hex[:8]}"
+        create_topics(settings)
+        windower = _Windower(settings)
+        try:
+            windower.wait_ready()
+            reader = _HopReader(settings)
+            reader.start()
+            streams = _streams(sessions, seconds)
+            producer = AudioProducer(settings)
+            cpu_before, started = windower.cpu_seconds(), time.monotonic()
+            start_ms = time.time() * 1000.0
+            producer.stream_many(streams, realtime=True)
+            streamed_s = time.monotonic() - started
+            report = producer.close()
+            deadline = time.monotonic() + 30
+            while reader.finals < sessions and time.monotonic() < deadline:
+                time.sleep(0.05)
+            cpu_used = windower.cpu_seconds() - cpu_before
+            wall_s = time.monotonic() - started
+            reader.stop.set()
+            reader.join(5)
+        finally:
+            windower.stop()
+        changelog = _changelog_bytes(settings)
+        restarted_at = time.monotonic()
+        restarted = _Windower(settings)
+        try:
+            restarted.wait_ready()
+            recovery_s = time.monotonic() - restarted_at
+        finally:
+            restarted.stop()
+    steady = [latency for ready, latency in reader.hops if ready > start_ms + WARM_UP_MS]
+    every = [latency for _, latency in reader.hops]
+    return {
+        "sessions": sessions,
+        "seconds": seconds,
+        "frames_sent": report.sent,
+        "frames_failed": report.failed,
+        "frames_per_s": round(report.sent / streamed_s, 1),
+        "hops": len(every),
+        "final_hops": reader.finals,
+        "hop_emit_ms_p50": round(percentile(steady, 50), 2),
+        "hop_emit_ms_p95": round(percentile(steady, 95), 2),
+        "hop_emit_ms_p99": round(percentile(steady, 99), 2),
+        "hop_emit_ms_p95_all": round(percentile(every, 95), 2),
+        "hop_emit_ms_max_all": round(max(every), 2) if every else float("nan"),
+        "windower_cpu_s": round(cpu_used, 2),
+        "windower_cores": round(cpu_used / wall_s, 3),
+        "cpu_ms_per_s_per_session": round(1000 * cpu_used / wall_s / sessions, 3),
+        "changelog_bytes_per_s_per_session": round(changelog / seconds / sessions),
+        "changelog_bytes": changelog,
+        "restart_to_ready_s": round(recovery_s, 2),
+        "hop_emit_ms_mean": round(statistics.fmean(steady), 2) if steady else float("nan"),
+    }

@@ -1,0 +1,215 @@
+"""``hopline asr synth|train|eval`` and ``hopline bench stitching``: the recognizer's training lab.
+
+Kept import-light like every CLI module: torch and the engine load inside the handlers. Also
+runnable alone (``python -m workers.asr.lab.cli asr train ...``) on a GPU box used only for training.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from pipeline.demo import SAMPLES_DIR as SAMPLES
+from pipeline.errors import CliError
+from pipeline.settings import Settings
+from workers.asr.cli import asr_commands, entry, load_recognizer
+
+
+def register(commands: Any, bench: Any) -> None:
+    """Add the lab's sub-commands to ``asr`` (created by the runtime CLI) and ``stitching`` to ``bench``."""
+    sub = asr_commands(commands)
+    p = sub.add_parser("synth", help="synthesize the espeak-ng corpus (train, held-out, out-of-domain)")
+    p.add_argument("--out", type=Path, default=Path("data/corpus"))
+    p.add_argument("--train", type=int, default=40000, help="training clips")
+    p.add_argument("--heldout", type=int, default=400, help="held-out clips (unseen sentences and voices)")
+    p.add_argument("--ood", type=int, default=30, help="out-of-domain clips")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument(
+        "--rebuild-assets",
+        action="store_true",
+        help="also rewrite tokens, lexicon and LM in workers/asr/assets from the train split",
+    )
+    p.add_argument("--samples", type=Path, default=None, help="also write the demo samples to this folder")
+    p.set_defaults(handler=entry(_synth))
+
+    p = sub.add_parser("train", help="train the acoustic model (resumable; progress bar)")
+    add_train_arguments(p)
+    p.set_defaults(handler=entry(_train))
+
+    p = sub.add_parser("eval", help="WER/CER per beam width: 16 kHz, 8 kHz mu-law, rolling windows, OOD")
+    p.add_argument("--checkpoint", type=Path, default=None)
+    p.add_argument("--corpus", type=Path, default=Path("data/corpus"))
+    p.add_argument("--limit", type=int, default=None, help="evaluate only the first N held-out clips")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(handler=entry(_eval))
+
+    bench_stitching = bench.add_parser(
+        "stitching",
+        help="real recognizer on rolling windows of the bundled samples: stitched WER vs whole-utterance WER",
+        description="Cuts each sample into the windower's rolling windows, recognizes every window, stitches "
+        "the hypotheses like the assembler and compares the finals' WER with one decode of the whole "
+        "utterance; prints how long (in audio time) after a word ends it is first shown and committed. "
+        "The window is HOPLINE_AUDIO__WINDOW_SECS (1.28; 0.96 is the controller's shrunk window).",
+    )
+    bench_stitching.add_argument("--samples", type=int, default=5, help="how many bundled samples (default 5)")
+    bench_stitching.add_argument("--beam", type=int, choices=(1, 2, 4), default=4, help="beam width (default 4)")
+    bench_stitching.add_argument("--json", action="store_true", help="print one JSON object")
+    bench_stitching.set_defaults(handler=_bench_stitching)
+    p = bench.add_parser("asr", help="recognizer latency on 1.28 s windows, batch 8 and 1, per beam")
+    p.add_argument("--checkpoint", type=Path, default=None)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--runs", type=int, default=50)
+    p.add_argument("--corpus", type=Path, default=None, help="take windows from this corpus's held-out clips")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(handler=entry(_bench))
+
+
+def add_train_arguments(ap: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Training options, shared by `hopline asr train` and `python -m workers.asr.train`."""
+    ap.add_argument("--corpus", type=Path, default=Path("data/corpus"))
+    ap.add_argument("--run-dir", type=Path, default=Path("runs/asr"))
+    ap.add_argument("--export", type=Path, default=Path("runs/asr/asr.pt"), help="inference checkpoint to write")
+    ap.add_argument("--minutes", type=float, default=120.0, help="wall-clock training budget")
+    ap.add_argument("--resume", action="store_true", help="continue from RUN_DIR/state.pt")
+    ap.add_argument("--init", type=Path, default=None, help="fine-tune from this inference checkpoint")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--batch-seconds", type=float, default=400.0, help="padded audio per batch")
+    ap.add_argument("--crop-share", type=float, default=0.25, help="share of batches made of short crops")
+    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--warmup", type=int, default=300)
+    ap.add_argument("--d-model", type=int, default=144)
+    ap.add_argument("--layers", type=int, default=8)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--save-every", type=float, default=2.0, help="minutes between checkpoints")
+    ap.add_argument("--log-every", type=int, default=50)
+    return ap
+
+
+def _synth(args: argparse.Namespace) -> None:
+    from workers.asr.lab.espeak import INSTALL_HINT, espeak_available
+
+    if not espeak_available():
+        raise CliError(INSTALL_HINT)
+    from workers.asr.lab import synth
+
+    for split, n, seed in (
+        ("train", args.train, args.seed),
+        ("heldout", args.heldout, args.seed + 1),
+        ("ood", args.ood, args.seed),
+    ):
+        if n > 0:
+            done = synth.synthesize(args.out, split, n, seed, args.workers)
+            print(f"{split}: {done} clips in {args.out}", flush=True)
+    if args.rebuild_assets:
+        from workers.asr.checkpoint import ASSETS
+
+        print(json.dumps(synth.make_assets(args.out, ASSETS)))
+    if args.samples is not None:
+        from workers.asr.lab.samples import write_samples
+
+        print(f"wrote {write_samples(args.samples)} samples to {args.samples}")
+
+
+def _train(args: argparse.Namespace) -> None:
+    from workers.asr.lab import train
+
+    if not any(args.corpus.glob("train-*.npz")):
+        raise CliError(f"{args.corpus}: no training shards (run `hopline asr synth --out {args.corpus}` first)")
+    print(json.dumps(train.train(args)))
+
+
+def _eval(args: argparse.Namespace) -> None:
+    from workers.asr.lab.evaluate import evaluate
+
+    if not any(args.corpus.glob("heldout-*.npz")):
+        raise CliError(f"{args.corpus}: no held-out shards (run `hopline asr synth --out {args.corpus}` first)")
+    result = evaluate(load_recognizer(args), args.corpus, args.limit)
+    if args.json:
+        print(json.dumps(result))
+        return
+    print(f"held-out utterances: {result['n_heldout']}  device: {result['device']}")
+    print("condition                 beam  WER %   CER %")
+    for beam in (1, 2, 4):
+        print(f"16 kHz full utterance     {beam:>4}  {result[f'wer_beam{beam}']:>5}   {result[f'cer_beam{beam}']:>5}")
+    print(f"8 kHz mu-law              {4:>4}  {result['wer_mulaw8k']:>5}   {result['cer_mulaw8k']:>5}")
+    for beam in (1, 4):
+        print(
+            f"1.28 s rolling windows    {beam:>4}  {result[f'wer_rolling_beam{beam}']:>5}   "
+            f"{result[f'cer_rolling_beam{beam}']:>5}"
+        )
+    if "wer_ood" in result:
+        print(f"out-of-domain sentences   {4:>4}  {result['wer_ood']:>5}   {result['cer_ood']:>5}")
+
+
+def _bench_stitching(args: argparse.Namespace, settings: Settings) -> int:
+    import json
+
+    from pipeline.errors import CliError
+    from workers.asr.lab.stitching_bench import format_report, run_bench
+
+    if args.samples < 1:
+        raise CliError("--samples must be at least 1")
+    summary, results = run_bench(settings, samples=args.samples, beam=args.beam)
+    print(json.dumps(summary) if args.json else format_report(summary, results))
+    return 0
+
+
+def _bench(args: argparse.Namespace) -> None:
+    from workers.asr.bench import bench
+
+    sources = _bench_sources(args.corpus)
+    result = bench(load_recognizer(args), sources, runs=args.runs)
+    if args.json:
+        print(json.dumps(result))
+        return
+    print(f"device {result['device']}, {result['threads']} threads, 1.28 s windows, {args.runs} runs")
+    for beam in (4, 2, 1):
+        print(
+            f"batch 8 beam {beam}: p50 {result[f'batch8_beam{beam}_ms_p50']} ms  "
+            f"p95 {result[f'batch8_beam{beam}_ms_p95']} ms"
+        )
+    print(f"batch 1 beam 4: p50 {result['batch1_ms_p50']} ms  p95 {result['batch1_ms_p95']} ms")
+    print(f"batch 8 model only: p50 {result['batch8_model_ms_p50']} ms")
+
+
+def _bench_sources(corpus: Path | None) -> list:
+    from workers.asr.audio import load_audio
+
+    if corpus is not None:
+        from workers.asr.lab.evaluate import load_eval_audio
+
+        audios, _ = load_eval_audio(corpus, "heldout", 16)
+        if audios:
+            return audios
+    wavs = sorted(SAMPLES.glob("*.wav"))
+    if not wavs:
+        raise CliError(f"{SAMPLES}: no sample WAVs to benchmark with (pass --corpus DIR)")
+    return [load_audio(w) for w in wavs]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the lab alone, without the pipeline's services (e.g. on a training box)."""
+    from workers.asr.cli import register as register_runtime
+    from workers.asr.cli import standalone_parser
+
+    parser, commands, bench = standalone_parser("python -m workers.asr.lab.cli")
+    register_runtime(commands, bench)
+    register(commands, bench)
+    args = parser.parse_args(argv)
+    try:
+        return int(args.handler(args, Settings()) or 0)
+    except CliError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

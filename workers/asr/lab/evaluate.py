@@ -1,0 +1,107 @@
+"""WER/CER of a recognizer on synthesized held-out speech, per beam width and condition.
+
+Conditions: clean 16 kHz full utterances; the same audio through an 8 kHz G.711 mu-law round trip;
+1.28 s rolling windows (hop 0.64 s) stitched by word midpoints, as a streaming worker sees the
+audio; and out-of-domain sentences the generator never produces.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from workers.asr.audio import SAMPLE_RATE, resample, telephone
+from workers.asr.lab.synth import load_split
+from workers.asr.recognizer import Recognizer
+
+WINDOW_S = 1.28
+HOP_S = 0.64
+
+
+def edit_distance(ref: list[str] | str, hyp: list[str] | str) -> int:
+    prev = list(range(len(hyp) + 1))
+    for i, r in enumerate(ref, 1):
+        cur = [i] + [0] * len(hyp)
+        for j, h in enumerate(hyp, 1):
+            cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (r != h))
+        prev = cur
+    return prev[-1]
+
+
+def error_rates(refs: list[str], hyps: list[str]) -> tuple[float, float]:
+    """Corpus-level WER and CER (characters including spaces), in percent."""
+    words = sum(edit_distance(r.split(), h.split()) for r, h in zip(refs, hyps, strict=True))
+    chars = sum(edit_distance(r, h) for r, h in zip(refs, hyps, strict=True))
+    n_words = max(1, sum(len(r.split()) for r in refs))
+    n_chars = max(1, sum(len(r) for r in refs))
+    return round(100 * words / n_words, 2), round(100 * chars / n_chars, 2)
+
+
+def load_eval_audio(root: Path, split: str, limit: int | None = None) -> tuple[list[np.ndarray], list[dict]]:
+    """Clips of a synthesized split, resampled to 16 kHz float32."""
+    audios, metas = load_split(root, split)
+    if limit:
+        audios, metas = audios[:limit], metas[:limit]
+    out = []
+    for a, m in zip(audios, metas, strict=True):
+        x = torch.from_numpy(a.astype(np.float32) / 32768)
+        out.append(resample(x, int(m["rate_hz"]), SAMPLE_RATE).numpy())
+    return out, metas
+
+
+def _batched_log_probs(rec: Recognizer, audios: list[np.ndarray], batch: int = 16) -> list[torch.Tensor]:
+    order = np.argsort([len(a) for a in audios])
+    lps: list[torch.Tensor | None] = [None] * len(audios)
+    for s in range(0, len(order), batch):
+        idx = order[s : s + batch]
+        for i, lp in zip(idx, rec.log_probs([audios[i] for i in idx]), strict=True):
+            lps[i] = lp
+    return [lp for lp in lps if lp is not None]
+
+
+def rolling_transcript(rec: Recognizer, audio: np.ndarray, beam: int) -> str:
+    """Transcribe 1.28 s windows every 0.64 s; keep each word in the window where its midpoint is central."""
+    win, hop = int(WINDOW_S * SAMPLE_RATE), int(HOP_S * SAMPLE_RATE)
+    starts = list(range(0, max(1, len(audio) - win + hop), hop))
+    windows = [audio[s : s + win] for s in starts]
+    words: list[str] = []
+    for k, (s, r) in enumerate(zip(starts, rec.transcribe(windows, beam), strict=True)):
+        lo = 0.0 if k == 0 else (s + (win - hop) / 2) / SAMPLE_RATE
+        hi = np.inf if k == len(starts) - 1 else (s + (win + hop) / 2) / SAMPLE_RATE
+        words += [w.word for w in r.words if lo <= s / SAMPLE_RATE + (w.start_s + w.end_s) / 2 < hi]
+    return " ".join(words)
+
+
+def evaluate(rec: Recognizer, root: Path, limit: int | None = None, rolling_limit: int = 100) -> dict:
+    """The model card's table as one flat dict (percentages)."""
+    audios, metas = load_eval_audio(root, "heldout", limit)
+    refs = [m["text"] for m in metas]
+    result: dict[str, float | int | str] = {"n_heldout": len(refs), "device": str(rec.device)}
+    lps = _batched_log_probs(rec, audios)
+    durations = [len(a) / SAMPLE_RATE for a in audios]
+    ref_phones = [[p for p, _, _ in m["phones"]] for m in metas]
+    errors = sum(edit_distance(r, rec.decoder.greedy_phonemes(lp)) for r, lp in zip(ref_phones, lps, strict=True))
+    result["per_greedy"] = round(100 * errors / max(1, sum(len(r) for r in ref_phones)), 2)
+    for beam in (1, 2, 4):
+        t0 = time.perf_counter()
+        hyps = [rec.decode(lp, beam, d).text for lp, d in zip(lps, durations, strict=True)]
+        result[f"decode_ms_per_s_beam{beam}"] = round(1000 * (time.perf_counter() - t0) / sum(durations), 3)
+        result[f"wer_beam{beam}"], result[f"cer_beam{beam}"] = error_rates(refs, hyps)
+    phone = [telephone(torch.from_numpy(a)).numpy() for a in audios]
+    hyps = [rec.decode(lp, 4, d).text for lp, d in zip(_batched_log_probs(rec, phone), durations, strict=True)]
+    result["wer_mulaw8k"], result["cer_mulaw8k"] = error_rates(refs, hyps)
+    n_roll = min(rolling_limit, len(audios))
+    for beam in (1, 4):
+        hyps = [rolling_transcript(rec, a, beam) for a in audios[:n_roll]]
+        result[f"wer_rolling_beam{beam}"], result[f"cer_rolling_beam{beam}"] = error_rates(refs[:n_roll], hyps)
+    result["n_rolling"] = n_roll
+    ood_audio, ood_meta = load_eval_audio(root, "ood")
+    if ood_audio:
+        lps = _batched_log_probs(rec, ood_audio)
+        hyps = [rec.decode(lp, 4, len(a) / SAMPLE_RATE).text for lp, a in zip(lps, ood_audio, strict=True)]
+        result["wer_ood"], result["cer_ood"] = error_rates([m["text"] for m in ood_meta], hyps)
+        result["n_ood"] = len(ood_audio)
+    return result
