@@ -15,7 +15,9 @@
 
 from __future__ import annotations
 
+import wave
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Final, Literal
 
 import numpy as np
@@ -79,6 +81,17 @@ MULAW_DECODE: Final = _mulaw_decode_table()
 ALAW_DECODE: Final = _alaw_decode_table()
 MULAW_ENCODE: Final = _mulaw_encode_table()
 ALAW_ENCODE: Final = _alaw_encode_table()
+
+
+def format_error(codec: str, sample_rate: int) -> str | None:
+    """Why ``codec`` at ``sample_rate`` is not an audio format hopline takes, or None if it is."""
+    if codec not in CODECS:
+        return f"unknown codec {codec!r} (pcm16, mulaw or alaw)"
+    if sample_rate not in SAMPLE_RATES:
+        return f"sample rate {sample_rate} not supported (8000 or 16000)"
+    if codec != "pcm16" and sample_rate != 8000:
+        return f"{codec} is G.711: 8000 Hz only (got {sample_rate})"
+    return None
 
 
 def bytes_per_sample(codec: str) -> int:
@@ -200,3 +213,40 @@ def frames_of(samples: Int16Array, samples_per_frame: int) -> Iterator[Int16Arra
         if len(frame) < samples_per_frame:
             frame = np.concatenate([frame, np.zeros(samples_per_frame - len(frame), dtype=np.int16)])
         yield frame
+
+
+def read_wav_native(path: str | Path) -> tuple[Int16Array, int]:
+    """Any PCM WAV (8/16/24/32-bit, any rate, any channels) -> mono int16 and its own sample rate.
+
+    Raises ValueError with a one-line reason for anything that is not a readable PCM WAV.
+    """
+    try:
+        with wave.open(str(path), "rb") as wav:
+            width, channels, rate = wav.getsampwidth(), wav.getnchannels(), wav.getframerate()
+            data = wav.readframes(wav.getnframes())
+    except FileNotFoundError:
+        raise ValueError(f"{path}: no such file") from None
+    except (wave.Error, EOFError, OSError) as exc:
+        raise ValueError(f"{path}: not a PCM WAV file ({exc})") from None
+    if width == 1:
+        samples = (np.frombuffer(data, dtype=np.uint8).astype(np.int32) - 128) << 8
+    elif width == 2:
+        samples = np.frombuffer(data, dtype="<i2").astype(np.int32)
+    elif width == 3:
+        raw = np.frombuffer(data, dtype=np.uint8).reshape(-1, 3).astype(np.int32)
+        samples = ((raw[:, 0] << 8) | (raw[:, 1] << 16) | (raw[:, 2] << 24)) >> 16
+    elif width == 4:
+        samples = np.frombuffer(data, dtype="<i4").astype(np.int32) >> 16
+    else:
+        raise ValueError(f"{path}: {8 * width}-bit samples are not supported")
+    if len(samples) == 0:
+        raise ValueError(f"{path}: no audio")
+    mono = samples.reshape(-1, channels).mean(axis=1) if channels > 1 else samples
+    pcm = np.clip(np.round(mono), -32768, 32767).astype(np.int16)
+    return pcm, rate
+
+
+def read_wav(path: str | Path, sample_rate: int) -> Int16Array:
+    """Any PCM WAV -> mono int16 at ``sample_rate`` (see :func:`read_wav_native`)."""
+    pcm, rate = read_wav_native(path)
+    return resample_to(pcm, rate, sample_rate)

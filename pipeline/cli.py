@@ -68,7 +68,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = Settings()
         if args.bootstrap_servers:
-            settings.kafka.bootstrap_servers = args.bootstrap_servers
+            settings = settings.override(kafka={"bootstrap_servers": args.bootstrap_servers})
         logging.basicConfig(
             level=(args.log_level or settings.log_level).upper(),
             format="%(asctime)s %(levelname)s %(name)s: %(message)s",

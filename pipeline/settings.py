@@ -9,13 +9,20 @@ from __future__ import annotations
 
 import itertools
 import json
-from typing import Literal
+from collections.abc import Mapping
+from typing import Any, Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
-class KafkaSettings(BaseModel):
+class Section(BaseModel):
+    """One section of :class:`Settings`; frozen, so a changed value goes through :meth:`Settings.override`."""
+
+    model_config = ConfigDict(frozen=True)
+
+
+class KafkaSettings(Section):
     """Client settings tuned for latency; the same for Apache Kafka and the embedded broker."""
 
     bootstrap_servers: str = "127.0.0.1:19092"
@@ -31,7 +38,7 @@ class KafkaSettings(BaseModel):
     replication_factor: int = Field(1, ge=1)
 
 
-class TopicSettings(BaseModel):
+class TopicSettings(Section):
     """Topic names are ``<prefix>.<role>``; tests use a uuid prefix to stay isolated."""
 
     prefix: str = "hopline"
@@ -69,7 +76,7 @@ class TopicSettings(BaseModel):
         return f"{source_topic}.dlq"
 
 
-class AudioSettings(BaseModel):
+class AudioSettings(Section):
     """Stage A (20 ms ingress frames) and stage B (160 ms hops over a rolling window)."""
 
     frame_ms: int = Field(20, gt=0)
@@ -95,7 +102,7 @@ class AudioSettings(BaseModel):
         return self.hop_ms // self.frame_ms
 
 
-class WorkerSettings(BaseModel):
+class WorkerSettings(Section):
     """Micro-batching protects p95: a short cap, a small batch, one batch in flight."""
 
     max_latency_ms: float = Field(20.0, ge=0, description="Longest the first hop of a batch waits.")
@@ -130,7 +137,7 @@ class WorkerSettings(BaseModel):
     checkpoint: str | None = Field(None, description="Recognizer checkpoint file; None = the shipped one.")
 
 
-class AssemblerSettings(BaseModel):
+class AssemblerSettings(Section):
     """Stitching hypotheses into transcripts (see pipeline/stitching.py for the rules)."""
 
     emit_interval_ms: int = Field(160, gt=0, description="Partial emit cadence at full quality.")
@@ -150,7 +157,7 @@ class AssemblerSettings(BaseModel):
     )
 
 
-class ControllerSettings(BaseModel):
+class ControllerSettings(Section):
     """The degradation ladder's triggers: sliding-window queue_wait p95 first, e2e p95 as the backstop."""
 
     window_s: float = Field(10.0, gt=0, description="Sliding window of latency events.")
@@ -193,13 +200,13 @@ class ControllerSettings(BaseModel):
         return self
 
 
-class MetricsSettings(BaseModel):
+class MetricsSettings(Section):
     enabled: bool = True
     host: str = "127.0.0.1"
     port: int = Field(0, ge=0, description="/metrics port; 0 picks a free one (logged at start).")
 
 
-class BrokerSettings(BaseModel):
+class BrokerSettings(Section):
     """The embedded Tansu broker used for development, tests and the demo."""
 
     host: str = "127.0.0.1"
@@ -208,7 +215,7 @@ class BrokerSettings(BaseModel):
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="HOPLINE_", env_nested_delimiter="__", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="HOPLINE_", env_nested_delimiter="__", extra="ignore", frozen=True)
 
     kafka: KafkaSettings = KafkaSettings()
     topics: TopicSettings = TopicSettings()
@@ -219,6 +226,34 @@ class Settings(BaseSettings):
     metrics: MetricsSettings = MetricsSettings()
     broker: BrokerSettings = BrokerSettings()
     log_level: str = "INFO"
+
+    def override(self, **sections: Mapping[str, Any]) -> Settings:
+        """A copy with some values replaced, e.g. ``override(kafka={"bootstrap_servers": x})``.
+
+        Each changed section is validated again as a whole (``Field`` bounds and the section's own
+        checks), so a bad value raises pydantic's ``ValidationError`` located as ``section.field``;
+        ``self`` is left as it was.
+        """
+        update: dict[str, Section] = {}
+        for name, changes in sections.items():
+            current = getattr(self, name, None)
+            if not isinstance(current, Section):
+                raise ValueError(f"no settings section {name!r}")
+            section = type(current)
+            unknown = sorted(set(changes) - set(section.model_fields))
+            if unknown:
+                raise ValueError(f"no setting {name}.{unknown[0]}")
+            try:
+                update[name] = section.model_validate({**current.model_dump(), **changes})
+            except ValidationError as exc:
+                raise ValidationError.from_exception_data(
+                    type(self).__name__,
+                    [
+                        {"type": e["type"], "loc": (name, *e["loc"]), "input": e["input"], "ctx": e.get("ctx", {})}
+                        for e in exc.errors()
+                    ],
+                ) from None
+        return self.model_copy(update=update)
 
     def to_env(self) -> dict[str, str]:
         """These settings as ``HOPLINE_*`` variables, so child services run with exactly them."""

@@ -2,15 +2,14 @@
 
 A service is ``python -m pipeline.cli <command>`` with the given settings passed as
 ``HOPLINE_*`` variables, so every child runs with exactly the parent's configuration. It
-counts as ready once its output matches ``ready_pattern`` (every service logs a line
-containing ``ready`` when it consumes). SIGTERM exercises the clean-shutdown path; SIGKILL
-simulates a crash.
+counts as ready once it prints its ready line, ``HOPLINE-READY <service>``
+(:func:`pipeline.ready.announce_ready`, printed when it actually consumes); no log text is
+matched. SIGTERM exercises the clean-shutdown path; SIGKILL simulates a crash.
 """
 
 from __future__ import annotations
 
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -19,6 +18,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
 
+from pipeline.ready import ready_service
 from pipeline.settings import Settings
 
 
@@ -33,12 +33,13 @@ class ServiceProcess:
         self,
         settings: Settings,
         *args: str,
-        ready_pattern: str = r"\bready\b",
+        service: str | None = None,
         env: Mapping[str, str] | None = None,
         on_line: Callable[[str], None] | None = None,
     ) -> None:
         self.args = args
-        self.ready_pattern = re.compile(ready_pattern)
+        #: The name in the ready line this process waits for; the command's name unless given.
+        self.service = service or (args[0] if args else "hopline")
         self.lines: list[str] = []
         self._on_line = on_line
         self._ready = threading.Event()
@@ -64,7 +65,7 @@ class ServiceProcess:
             self.lines.append(line)
             if self._on_line is not None:
                 self._on_line(line)
-            if self.ready_pattern.search(line):
+            if ready_service(line) == self.service:
                 self._ready.set()
 
     @property

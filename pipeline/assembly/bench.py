@@ -14,14 +14,13 @@ import time
 import uuid
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
-
 from pipeline import contracts
 from pipeline.assembly.service import Assembly
 from pipeline.clock import now_ms
 from pipeline.errors import CliError
 from pipeline.kafka.broker import EmbeddedBroker
-from pipeline.kafka.clients import consumer_config, make_producer
+from pipeline.kafka.clients import make_producer
+from pipeline.kafka.readers import open_reader
 from pipeline.kafka.topics import create_topics
 from pipeline.observe.latency import percentile
 from pipeline.settings import Settings
@@ -33,7 +32,7 @@ PAUSE_MS = 1000.0
 WARM_UP = "warm-up-"
 
 
-def synthetic_words(window_start: float, window_end: float) -> list[dict[str, Any]]:
+def synthetic_words(window_start: float, window_end: float) -> list[contracts.Word]:
     """Words of a made-up talker whose start lies in the window; the last one cut at its end."""
     phrase_ms = WORDS_PER_PHRASE * WORD_MS + PAUSE_MS
     words = []
@@ -43,46 +42,46 @@ def synthetic_words(window_start: float, window_end: float) -> list[dict[str, An
         start = phrase * phrase_ms + position * WORD_MS + 50.0
         end = start + WORD_MS - 100.0
         if window_start <= start < window_end:
-            words.append({"word": f"w{index}", "start_ms": start, "end_ms": min(end, window_end), "confidence": 0.9})
+            words.append(contracts.Word(word=f"w{index}", start_ms=start, end_ms=min(end, window_end), confidence=0.9))
     return words
 
 
-def synthetic_hypothesis(session: str, seq: int, hop_ms: float, window_ms: float, infer_end: float) -> dict[str, Any]:
+def synthetic_hypothesis(
+    session: str, seq: int, hop_ms: float, window_ms: float, infer_end: float
+) -> contracts.Hypothesis:
     end = (seq + 1) * hop_ms
     start = max(0.0, end - window_ms)
     words = synthetic_words(start, end)
-    return {
-        "session_id": session,
-        "hop_seq": seq,
-        "text": " ".join(w["word"] for w in words),
-        "words": words,
-        "confidence": 0.9,
-        "window_start_ms": start,
-        "window_end_ms": end,
-        "is_final": False,
-        "beam": 4,
-        "window_secs": window_ms / 1000.0,
-        "batch_size": 1,
-        "control_level": 0,
-        "worker_id": "bench",
-        "first_capture_ts_ms": infer_end - 230.0,
-        "ready_ts_ms": infer_end - 70.0,
-        "hop_published_ts_ms": infer_end - 68.0,
-        "received_ts_ms": infer_end - 60.0,
-        "batch_closed_ts_ms": infer_end - 45.0,
-        "infer_start_ts_ms": infer_end - 40.0,
-        "infer_end_ts_ms": infer_end,
-        "skipped_before": 0,
-    }
+    return contracts.Hypothesis(
+        session_id=session,
+        hop_seq=seq,
+        text=" ".join(w.word for w in words),
+        words=tuple(words),
+        confidence=0.9,
+        window_start_ms=start,
+        window_end_ms=end,
+        is_final=False,
+        beam=4,
+        window_secs=window_ms / 1000.0,
+        batch_size=1,
+        control_level=0,
+        worker_id="bench",
+        first_capture_ts_ms=infer_end - 230.0,
+        ready_ts_ms=infer_end - 70.0,
+        hop_published_ts_ms=infer_end - 68.0,
+        received_ts_ms=infer_end - 60.0,
+        batch_closed_ts_ms=infer_end - 45.0,
+        infer_start_ts_ms=infer_end - 40.0,
+        infer_end_ts_ms=infer_end,
+        skipped_before=0,
+    )
 
 
 def time_stitching(settings: Settings, sessions: int, hops: int) -> float:
     """Microseconds per hypothesis through :class:`Assembly` (decode, stitch, encode, snapshot)."""
     assembly = Assembly(settings, load_state=lambda session: None)
     messages = [
-        contracts.HYPOTHESIS.encode(
-            synthetic_hypothesis(f"s{n}", seq, settings.audio.hop_ms, settings.audio.window_secs * 1000, now_ms())
-        )
+        synthetic_hypothesis(f"s{n}", seq, settings.audio.hop_ms, settings.audio.window_secs * 1000, now_ms()).encode()
         for seq in range(hops)
         for n in range(sessions)
     ]
@@ -98,9 +97,11 @@ def run_bench(settings: Settings, sessions: int, duration_s: float) -> dict[str,
     hops = max(1, int(duration_s * 1000 / hop_ms))
     stitch_us = time_stitching(settings, sessions, hops)
     with EmbeddedBroker() as broker:
-        settings.kafka.bootstrap_servers = broker.bootstrap_servers
-        settings.topics.prefix = f"bench{uuid.uuid4().hex[:8]}"
-        settings.metrics.enabled = False
+        settings = settings.override(
+            kafka={"bootstrap_servers": broker.bootstrap_servers},
+            topics={"prefix": f"bench{uuid.uuid4().hex[:8]}"},
+            metrics={"enabled": False},
+        )
         create_topics(settings)
         topics = settings.topics
         with ServiceProcess(settings, "assembler") as assembler:
@@ -111,7 +112,7 @@ def run_bench(settings: Settings, sessions: int, duration_s: float) -> dict[str,
             for seq in range(hops):
                 for n in range(sessions):
                     record = synthetic_hypothesis(f"s{n}", seq, hop_ms, window_ms, now_ms())
-                    producer.produce(topics.hypotheses, key=f"s{n}".encode(), value=contracts.HYPOTHESIS.encode(record))
+                    producer.produce(topics.hypotheses, key=f"s{n}".encode(), value=record.encode())
                 producer.poll(0)
                 time.sleep(max(0.0, started + (seq + 1) * hop_ms / 1000.0 - time.monotonic()))
             producer.flush(10)
@@ -119,8 +120,8 @@ def run_bench(settings: Settings, sessions: int, duration_s: float) -> dict[str,
             exit_code = assembler.terminate()
     if exit_code != 0:
         raise CliError(f"assembler exited with {exit_code} after the bench")
-    post = [e["post_ms"] for e in events]
-    emitted = [e["post_ms"] for e in events if e["emitted"]]
+    post = [e.post_ms for e in events]
+    emitted = [e.post_ms for e in events if e.emitted]
     return {
         "sessions": sessions,
         "duration_s": duration_s,
@@ -142,24 +143,22 @@ def _warm_up(settings: Settings, producer: Any, hop_ms: float, window_ms: float)
     sessions = [f"{WARM_UP}{n}" for n in range(2 * settings.topics.partitions)]
     for session in sessions:
         record = synthetic_hypothesis(session, 0, hop_ms, window_ms, now_ms())
-        producer.produce(settings.topics.hypotheses, key=session.encode(), value=contracts.HYPOTHESIS.encode(record))
+        producer.produce(settings.topics.hypotheses, key=session.encode(), value=record.encode())
     producer.flush(10)
     _read_latency(settings, len(sessions), warm_up=True)
 
 
-def _read_latency(settings: Settings, expected: int, warm_up: bool = False) -> list[dict[str, Any]]:
+def _read_latency(settings: Settings, expected: int, warm_up: bool = False) -> list[contracts.LatencyEvent]:
     """The bench's (or the warm-up's) latency events, once ``expected`` have arrived or after 30 s."""
-    topic = settings.topics.latency
-    consumer = Consumer(consumer_config(settings, group_id=f"{settings.app_id}-bench-reader"))
-    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(settings.topics.partitions)])
-    events: list[dict[str, Any]] = []
+    consumer = open_reader(settings, "bench-reader", [settings.topics.latency])
+    events: list[contracts.LatencyEvent] = []
     deadline = time.monotonic() + 30
     try:
         while len(events) < expected and time.monotonic() < deadline:
             message = consumer.poll(0.05)
             if message is not None and not message.error():
-                event = contracts.LATENCY.decode(message.value())
-                if event["session_id"].startswith(WARM_UP) == warm_up:
+                event = contracts.LatencyEvent.decode(message.value())
+                if event.session_id.startswith(WARM_UP) == warm_up:
                     events.append(event)
     finally:
         consumer.close()

@@ -50,8 +50,10 @@ import math
 import re
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
+
+from pipeline import contracts
 
 Clock = Callable[[], float]
 Record = dict[str, Any]
@@ -65,33 +67,13 @@ def wall_clock_ms() -> float:
     return time.time() * 1000.0
 
 
-@dataclass(frozen=True)
-class Word:
-    word: str
-    start_ms: float
-    end_ms: float
-    confidence: float
+def _key(word: contracts.Word) -> str:
+    """What two decodes of a word must share to count as the same word: case and punctuation ignored."""
+    return _PUNCTUATION.sub("", word.word.lower())
 
-    @property
-    def key(self) -> str:
-        """What two decodes must share to count as the same word: case and punctuation ignored."""
-        return _PUNCTUATION.sub("", self.word.lower())
 
-    @property
-    def mid_ms(self) -> float:
-        return (self.start_ms + self.end_ms) / 2.0
-
-    def to_record(self) -> Record:
-        return {"word": self.word, "start_ms": self.start_ms, "end_ms": self.end_ms, "confidence": self.confidence}
-
-    @classmethod
-    def from_record(cls, record: Mapping[str, Any]) -> Word:
-        return cls(
-            word=str(record["word"]).strip(),
-            start_ms=float(record["start_ms"]),
-            end_ms=float(record["end_ms"]),
-            confidence=float(record["confidence"]),
-        )
+def _mid_ms(word: contracts.Word) -> float:
+    return (word.start_ms + word.end_ms) / 2.0
 
 
 @dataclass(frozen=True)
@@ -120,12 +102,12 @@ class SessionState:
     session_id: str
     last_hop_seq: int = -1
     segment: int = 0
-    committed: list[Word] = field(default_factory=list)
-    tail: list[Word] = field(default_factory=list)
+    committed: list[contracts.Word] = field(default_factory=list)
+    tail: list[contracts.Word] = field(default_factory=list)
     horizon_ms: float = -math.inf
-    last_word: Word | None = None
+    last_word: contracts.Word | None = None
     last_window_end_ms: float = -math.inf
-    heard: list[list[Word]] = field(default_factory=list)
+    heard: list[list[contracts.Word]] = field(default_factory=list)
     last_emit_stream_ms: float = -math.inf
     last_emit_wall_ms: float = -math.inf
     last_first_capture_ts_ms: float = 0.0
@@ -137,12 +119,12 @@ class SessionState:
             "session_id": self.session_id,
             "last_hop_seq": self.last_hop_seq,
             "segment": self.segment,
-            "committed": [w.to_record() for w in self.committed],
-            "tail": [w.to_record() for w in self.tail],
+            "committed": [w.to_avro() for w in self.committed],
+            "tail": [w.to_avro() for w in self.tail],
             "horizon_ms": _finite_or_none(self.horizon_ms),
-            "last_word": self.last_word.to_record() if self.last_word else None,
+            "last_word": self.last_word.to_avro() if self.last_word else None,
             "last_window_end_ms": _finite_or_none(self.last_window_end_ms),
-            "heard": [[w.to_record() for w in words] for words in self.heard],
+            "heard": [[w.to_avro() for w in words] for words in self.heard],
             "last_emit_stream_ms": _finite_or_none(self.last_emit_stream_ms),
             "last_emit_wall_ms": _finite_or_none(self.last_emit_wall_ms),
             "last_first_capture_ts_ms": self.last_first_capture_ts_ms,
@@ -156,12 +138,12 @@ class SessionState:
             session_id=str(record["session_id"]),
             last_hop_seq=int(record["last_hop_seq"]),
             segment=int(record["segment"]),
-            committed=[Word.from_record(w) for w in record["committed"]],
-            tail=[Word.from_record(w) for w in record["tail"]],
+            committed=[contracts.Word.from_avro(w) for w in record["committed"]],
+            tail=[contracts.Word.from_avro(w) for w in record["tail"]],
             horizon_ms=_none_to_minus_inf(record["horizon_ms"]),
-            last_word=Word.from_record(record["last_word"]) if record.get("last_word") else None,
+            last_word=contracts.Word.from_avro(record["last_word"]) if record.get("last_word") else None,
             last_window_end_ms=_none_to_minus_inf(record.get("last_window_end_ms")),
-            heard=[[Word.from_record(w) for w in words] for words in record.get("heard", [])],
+            heard=[[contracts.Word.from_avro(w) for w in words] for words in record.get("heard", [])],
             last_emit_stream_ms=_none_to_minus_inf(record["last_emit_stream_ms"]),
             last_emit_wall_ms=_none_to_minus_inf(record["last_emit_wall_ms"]),
             last_first_capture_ts_ms=float(record["last_first_capture_ts_ms"]),
@@ -175,7 +157,7 @@ class Outcome:
     """What one hypothesis did: its status, the transcripts to publish, and why if nothing."""
 
     status: Status
-    transcripts: tuple[Record, ...] = ()
+    transcripts: tuple[contracts.Transcript, ...] = ()
     reason: str = ""
     dropped_words: int = 0
 
@@ -188,7 +170,7 @@ class Outcome:
 class Expiry:
     """What :meth:`Stitcher.expire` did: finals of idle sessions, sessions closed, sessions dropped."""
 
-    finals: list[Record] = field(default_factory=list)
+    finals: list[contracts.Transcript] = field(default_factory=list)
     closed: list[str] = field(default_factory=list)
     forgotten: list[str] = field(default_factory=list)
 
@@ -222,13 +204,13 @@ class Stitcher:
         else:
             self._sessions.pop(session_id, None)
 
-    def accept(self, hypothesis: Mapping[str, Any], emit_interval_ms: float) -> Outcome:
+    def accept(self, hypothesis: contracts.Hypothesis, emit_interval_ms: float) -> Outcome:
         """Apply one hypothesis; returns the partial and/or final transcripts it causes."""
-        session_id = str(hypothesis.get("session_id", ""))
+        session_id = hypothesis.session_id
         problem = _check(hypothesis)
         if problem:
             return Outcome("invalid", reason=problem)
-        hop_seq = int(hypothesis["hop_seq"])
+        hop_seq = hypothesis.hop_seq
         state = self._sessions.get(session_id)
         if state is None:
             state = self._sessions[session_id] = SessionState(session_id)
@@ -241,11 +223,11 @@ class Stitcher:
 
         now = self._clock()
         state.last_hop_seq = hop_seq
-        state.last_first_capture_ts_ms = float(hypothesis["first_capture_ts_ms"])
+        state.last_first_capture_ts_ms = hypothesis.first_capture_ts_ms
         state.last_seen_wall_ms = now
-        window_start = float(hypothesis["window_start_ms"])
-        window_end = float(hypothesis["window_end_ms"])
-        words, dropped = _valid_words(hypothesis["words"])
+        window_start = hypothesis.window_start_ms
+        window_end = hypothesis.window_end_ms
+        words, dropped = _valid_words(hypothesis.words)
 
         # Tail words at the start of a window that moved on are not heard reliably again: keep them.
         if window_start > 0:
@@ -257,15 +239,15 @@ class Stitcher:
         self._commit(state, candidates[:stable])
         state.tail = candidates[stable:]
 
-        transcripts: list[Record] = []
-        if bool(hypothesis["is_final"]):
+        transcripts: list[contracts.Transcript] = []
+        if hypothesis.is_final:
             if self._has_words(state) or state.segment == 0:
                 transcripts.append(self._close(state, now, window_end))
             state.closed = True
         elif self._has_words(state) and window_end - self._speech_end(state) >= self.policy.endpoint_silence_ms:
             transcripts.append(self._close(state, now, window_end))
         elif self._partial_due(state, now, window_end, emit_interval_ms) and self._has_words(state):
-            transcripts.append(self._transcript(state, "partial"))
+            transcripts.append(self._transcript(state, "partial", now))
             state.last_emit_stream_ms = window_end
             state.last_emit_wall_ms = now
         return Outcome("applied", tuple(transcripts), dropped_words=dropped)
@@ -291,21 +273,23 @@ class Stitcher:
                 expiry.closed.append(session_id)
         return expiry
 
-    def _uncommitted(self, state: SessionState, words: list[Word], window_start: float) -> list[Word]:
+    def _uncommitted(
+        self, state: SessionState, words: list[contracts.Word], window_start: float
+    ) -> list[contracts.Word]:
         """The hypothesis' words beyond the horizon, minus fragments cut by the window's start."""
         last = state.last_word
         fresh = []
         for word in words:
-            if word.mid_ms <= state.horizon_ms:
+            if _mid_ms(word) <= state.horizon_ms:
                 continue
-            if last is not None and word.start_ms < last.end_ms and word.key == last.key:
+            if last is not None and word.start_ms < last.end_ms and _key(word) == _key(last):
                 continue  # the last committed word again (maybe of the closed segment), with shifted timing
             if self._rest_of_cut_word(state, word, window_start):
                 continue  # the model hearing the rest of a word the window cut as a word of its own
             fresh.append(word)
         return fresh
 
-    def _rest_of_cut_word(self, state: SessionState, word: Word, window_start: float) -> bool:
+    def _rest_of_cut_word(self, state: SessionState, word: contracts.Word, window_start: float) -> bool:
         """A word in the window's first ``start_guard_ms`` that the previous window covered
         but none of the last ``heard_hops`` hypotheses heard there."""
         if window_start <= 0 or word.start_ms >= window_start + self.policy.start_guard_ms:
@@ -314,12 +298,12 @@ class Stitcher:
             return False  # hops were skipped: nothing to compare with
         tolerance = self.policy.agreement_tolerance_ms
         return not any(
-            heard.key == word.key and abs(heard.start_ms - word.start_ms) <= tolerance
+            _key(heard) == _key(word) and abs(heard.start_ms - word.start_ms) <= tolerance
             for hypothesis in state.heard
             for heard in hypothesis
         )
 
-    def _agreed(self, previous: list[Word], current: list[Word], window_end: float) -> int:
+    def _agreed(self, previous: list[contracts.Word], current: list[contracts.Word], window_end: float) -> int:
         """Length of the leading run the previous and current hypotheses agree on.
 
         The window's last word, or one reaching into its last ``end_guard_ms``, may be cut
@@ -327,14 +311,14 @@ class Stitcher:
         """
         count = 0
         for index, (before, now) in enumerate(zip(previous, current, strict=False)):
-            if before.key != now.key or abs(before.start_ms - now.start_ms) > self.policy.agreement_tolerance_ms:
+            if _key(before) != _key(now) or abs(before.start_ms - now.start_ms) > self.policy.agreement_tolerance_ms:
                 break
             if index == len(current) - 1 or now.end_ms > window_end - self.policy.end_guard_ms:
                 break
             count += 1
         return count
 
-    def _old(self, words: list[Word], window_end: float) -> int:
+    def _old(self, words: list[contracts.Word], window_end: float) -> int:
         """Length of the leading run that ended long enough before the window's end."""
         count = 0
         for word in words:
@@ -344,12 +328,12 @@ class Stitcher:
         return count
 
     @staticmethod
-    def _commit(state: SessionState, words: Iterable[Word]) -> None:
+    def _commit(state: SessionState, words: Iterable[contracts.Word]) -> None:
         for word in words:
             state.committed.append(word)
             state.last_word = word
             state.horizon_ms = max(state.horizon_ms, word.end_ms)
-        state.tail = [w for w in state.tail if w.mid_ms > state.horizon_ms]
+        state.tail = [w for w in state.tail if _mid_ms(w) > state.horizon_ms]
 
     @staticmethod
     def _speech_end(state: SessionState) -> float:
@@ -365,10 +349,10 @@ class Stitcher:
         wall_due = now - state.last_emit_wall_ms >= emit_interval_ms * self.policy.min_emit_spacing
         return stream_due and wall_due
 
-    def _close(self, state: SessionState, now: float, stream_ms: float) -> Record:
+    def _close(self, state: SessionState, now: float, stream_ms: float) -> contracts.Transcript:
         """Commit the tail, emit the segment's final, start the next segment."""
         self._commit(state, state.tail)
-        final = self._transcript(state, "final")
+        final = self._transcript(state, "final", now)
         state.segment += 1
         state.committed = []
         state.tail = []
@@ -377,54 +361,43 @@ class Stitcher:
         return final
 
     @staticmethod
-    def _transcript(state: SessionState, kind: str) -> Record:
+    def _transcript(state: SessionState, kind: str, now: float) -> contracts.Transcript:
+        """The session's transcript; ``published_ts_ms`` is ``now`` until the service stamps the send."""
         committed_text = " ".join(w.word for w in state.committed)
         tail_text = " ".join(w.word for w in state.tail)
-        return {
-            "session_id": state.session_id,
-            "kind": kind,
-            "segment": state.segment,
-            "text": " ".join(t for t in (committed_text, tail_text) if t),
-            "committed_text": committed_text,
-            "tail_text": tail_text,
-            "words": [w.to_record() for w in state.committed],
-            "hop_seq": state.last_hop_seq,
-            "first_capture_ts_ms": state.last_first_capture_ts_ms,
-        }
+        return contracts.Transcript(
+            session_id=state.session_id,
+            kind=kind,
+            segment=state.segment,
+            text=" ".join(t for t in (committed_text, tail_text) if t),
+            committed_text=committed_text,
+            tail_text=tail_text,
+            words=tuple(state.committed),
+            hop_seq=state.last_hop_seq,
+            first_capture_ts_ms=state.last_first_capture_ts_ms,
+            published_ts_ms=now,
+        )
 
 
-def _check(hypothesis: Mapping[str, Any]) -> str:
+def _check(hypothesis: contracts.Hypothesis) -> str:
     """Why a hypothesis cannot be stitched, or '' when it can."""
-    if not hypothesis.get("session_id"):
+    if not hypothesis.session_id:
         return "no session_id"
-    try:
-        window_start = float(hypothesis["window_start_ms"])
-        window_end = float(hypothesis["window_end_ms"])
-        int(hypothesis["hop_seq"])
-        float(hypothesis["first_capture_ts_ms"])
-        words = list(hypothesis["words"])
-        bool(hypothesis["is_final"])
-    except (KeyError, TypeError, ValueError) as exc:
-        return f"missing or malformed field: {exc}"
+    window_start, window_end = hypothesis.window_start_ms, hypothesis.window_end_ms
     if not (math.isfinite(window_start) and math.isfinite(window_end)) or window_end < window_start:
         return f"bad window [{window_start}, {window_end}] ms"
-    if not all(isinstance(w, Mapping) for w in words):
-        return "words is not a list of records"
     return ""
 
 
-def _valid_words(records: Iterable[Mapping[str, Any]]) -> tuple[list[Word], int]:
+def _valid_words(heard: Iterable[contracts.Word]) -> tuple[list[contracts.Word], int]:
     """Usable words in time order, and how many were dropped (empty, bad or reversed times)."""
     words = []
     dropped = 0
-    for record in records:
-        try:
-            word = Word.from_record(record)
-        except (KeyError, TypeError, ValueError):
-            dropped += 1
-            continue
+    for word in heard:
+        if word.word != word.word.strip():
+            word = replace(word, word=word.word.strip())
         times_ok = math.isfinite(word.start_ms) and math.isfinite(word.end_ms) and word.start_ms <= word.end_ms
-        if word.key and times_ok:
+        if _key(word) and times_ok:
             words.append(word)
         else:
             dropped += 1

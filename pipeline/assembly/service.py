@@ -23,8 +23,8 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from typing import Any, cast
 
 from prometheus_client import Counter, Histogram
@@ -32,7 +32,7 @@ from prometheus_client import Counter, Histogram
 from pipeline import contracts
 from pipeline.assembly.policy import Stitcher, StitchingPolicy
 from pipeline.clock import now_ms
-from pipeline.observe.latency import FIGURES, latency_event
+from pipeline.observe.latency import MEASURES, latency_event, measures
 from pipeline.observe.metrics import BATCH_SIZE_BUCKETS, LATENCY_BUCKETS_S
 from pipeline.settings import Settings
 
@@ -46,6 +46,8 @@ HOP_LATENCY = Histogram(
     ["component"],
     buckets=LATENCY_BUCKETS_S,
 )
+#: One child per component, looked up once: ``labels()`` on every hop cost more than the observation.
+_HOP_LATENCY_BY_MEASURE = {name: HOP_LATENCY.labels(name) for name in MEASURES}
 HOP_BATCH_SIZE = Histogram(
     "hopline_hop_batch_size", "Size of the micro-batch each hop was inferred in.", buckets=BATCH_SIZE_BUCKETS
 )
@@ -106,11 +108,11 @@ class Assembly:
 
     def handle(self, value: bytes | None, emit_interval_ms: float) -> Handled:
         try:
-            hypothesis = contracts.HYPOTHESIS.decode(value)
+            hypothesis = contracts.Hypothesis.decode(value)
         except contracts.ContractError as exc:
             HYPOTHESES.labels("undecodable").inc()
             return Handled(dead_letter_reason=str(exc), error=exc)
-        session_id = hypothesis["session_id"]
+        session_id = hypothesis.session_id
         if session_id not in self.stitcher:
             self._restore(session_id)
         outcome = self.stitcher.accept(hypothesis, emit_interval_ms)
@@ -123,18 +125,18 @@ class Assembly:
             log.warning(
                 "session %s hop %s: dropped %d malformed words",
                 session_id,
-                hypothesis["hop_seq"],
+                hypothesis.hop_seq,
                 outcome.dropped_words,
             )
         handled = Handled(session_id=session_id)
         key = session_id.encode()
         finished_ms = self._clock()
         for transcript in outcome.transcripts:
-            handled.outgoing.append(self._transcript(key, transcript))
-            finished_ms = transcript["published_ts_ms"]
+            message, finished_ms = self._transcript(transcript)
+            handled.outgoing.append(message)
         event = latency_event(hypothesis, finished_ms, emitted=outcome.emitted)
         observe(event)
-        handled.outgoing.append(Outgoing(self._topics.latency, key, contracts.LATENCY.encode(event)))
+        handled.outgoing.append(Outgoing(self._topics.latency, key, event.encode()))
         if outcome.status == "applied":
             handled.state = self._snapshot(session_id)
         return handled
@@ -142,17 +144,19 @@ class Assembly:
     def expire(self) -> tuple[list[Outgoing], dict[str, bytes | None]]:
         """Finals of idle sessions, and the state changes to persist (None = delete)."""
         expiry = self.stitcher.expire()
-        outgoing = [self._transcript(f["session_id"].encode(), f) for f in expiry.finals]
+        outgoing = [self._transcript(final)[0] for final in expiry.finals]
         changes: dict[str, bytes | None] = {s: self._snapshot(s) for s in expiry.closed}
         changes.update(dict.fromkeys(expiry.forgotten))
         for session_id in expiry.closed:
             log.info("session %s: idle, closed", session_id)
         return outgoing, changes
 
-    def _transcript(self, key: bytes, transcript: dict[str, Any]) -> Outgoing:
-        transcript["published_ts_ms"] = self._clock()
-        TRANSCRIPTS.labels(transcript["kind"]).inc()
-        return Outgoing(self._topics.transcripts, key, contracts.TRANSCRIPT.encode(transcript))
+    def _transcript(self, transcript: contracts.Transcript) -> tuple[Outgoing, float]:
+        """The transcript's message, stamped with the moment it is handed over, and that moment."""
+        published_ts_ms = self._clock()
+        TRANSCRIPTS.labels(transcript.kind).inc()
+        value = replace(transcript, published_ts_ms=published_ts_ms).encode()
+        return Outgoing(self._topics.transcripts, transcript.session_id.encode(), value), published_ts_ms
 
     def _snapshot(self, session_id: str) -> bytes | None:
         snapshot = self.stitcher.snapshot(session_id)
@@ -168,11 +172,11 @@ class Assembly:
             log.warning("session %s: unreadable stored state, starting afresh: %s", session_id, exc)
 
 
-def observe(event: Mapping[str, Any]) -> None:
+def observe(event: contracts.LatencyEvent) -> None:
     """Feed one latency event into the Prometheus histograms (seconds)."""
-    for figure in FIGURES:
-        HOP_LATENCY.labels(figure.removesuffix("_ms")).observe(event[figure] / 1000.0)
-    HOP_BATCH_SIZE.observe(event["batch_size"])
+    for name, value in measures(event).items():
+        _HOP_LATENCY_BY_MEASURE[name].observe(value / 1000.0)
+    HOP_BATCH_SIZE.observe(event.batch_size)
 
 
 def run(settings: Settings) -> int:

@@ -15,6 +15,16 @@ from pipeline.contracts.codec import (
     Record,
     UnknownSchemaError,
 )
+from pipeline.contracts.records import (
+    AudioFrame,
+    ControlCommand,
+    DeadLetter,
+    Hop,
+    Hypothesis,
+    LatencyEvent,
+    Transcript,
+    Word,
+)
 
 __all__ = [
     "ALL",
@@ -25,9 +35,17 @@ __all__ = [
     "HYPOTHESIS",
     "LATENCY",
     "TRANSCRIPT",
+    "AudioFrame",
     "Contract",
     "ContractError",
+    "ControlCommand",
+    "DeadLetter",
+    "Hop",
+    "Hypothesis",
+    "LatencyEvent",
     "MalformedMessageError",
     "Record",
+    "Transcript",
     "UnknownSchemaError",
+    "Word",
 ]

@@ -49,8 +49,8 @@ class Contract:
         path = SCHEMA_DIR / f"{name}.avsc"
         parsed = parse_schema(json.loads(path.read_text()), _write_hint=False)
         canonical = to_parsing_canonical_form(parsed)
-        digest = int(fingerprint(canonical, "CRC-64-AVRO"), 16)
-        return cls(name=name, schema=parsed, fingerprint=struct.pack("<Q", digest))
+        # fastavro's hex string is already the little-endian byte order the header carries.
+        return cls(name=name, schema=parsed, fingerprint=bytes.fromhex(fingerprint(canonical, "CRC-64-AVRO")))
 
     def encode(self, record: Record) -> bytes:
         buf = io.BytesIO()

@@ -10,14 +10,15 @@ from __future__ import annotations
 import logging
 import threading
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+from confluent_kafka import KafkaError
 
 from pipeline import contracts
 from pipeline.control.ladder import GLOBAL_SCOPE, Knobs, knobs_from_command, ladder
-from pipeline.kafka.clients import consumer_config
+from pipeline.kafka.readers import open_reader
 from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
+
 
 class ControlFollower:
     """Keeps the newest control command in memory, read from the compacted control topic.
@@ -34,12 +35,7 @@ class ControlFollower:
         self._knobs = ladder(settings)[0]
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._consumer = Consumer(
-            consumer_config(settings, group_id=f"{settings.app_id}-control-follower", **{"enable.auto.commit": False})
-        )
-        topic = settings.topics.control
-        partitions = self._consumer.list_topics(topic, timeout=10).topics[topic].partitions
-        self._consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
+        self._consumer = open_reader(settings, "control-follower", [settings.topics.control])
         self._thread = threading.Thread(target=self._run, name="control-follower", daemon=True)
 
     @property
@@ -56,7 +52,7 @@ class ControlFollower:
         if key is not None and key.decode(errors="replace") != self._scope:
             return False
         try:
-            command = contracts.CONTROL.decode(data)
+            command = contracts.ControlCommand.decode(data)
         except contracts.ContractError as exc:
             log.warning("ignoring unreadable control message: %s", exc)
             return False
@@ -65,7 +61,7 @@ class ControlFollower:
             changed = knobs != self._knobs
             self._knobs = knobs
         if changed:
-            log.info("control: level %d in force (%s)", command["level"], command["reason"])
+            log.info("control: level %d in force (%s)", command.level, command.reason)
         return changed
 
     def _run(self) -> None:

@@ -43,23 +43,20 @@ def ladder(settings: Settings) -> tuple[Knobs, ...]:
     return (full, throttled, short_window, beam2, greedy, closed)
 
 
-def command_record(seq: int, knobs: Knobs, reason: str, metrics: dict[str, float], scope: str) -> contracts.Record:
+def command_record(
+    seq: int, knobs: Knobs, reason: str, metrics: dict[str, float], scope: str
+) -> contracts.ControlCommand:
     """The ControlCommand putting ``knobs`` in force, with the reason and the values behind it."""
-    return {
-        "scope": scope,
-        "seq": seq,
-        **asdict(knobs),
-        "reason": reason,
-        "metrics": metrics,
-        "issued_ts_ms": now_ms(),
-    }
+    return contracts.ControlCommand(
+        scope=scope, seq=seq, **asdict(knobs), reason=reason, metrics=metrics, issued_ts_ms=now_ms()
+    )
 
 
-def knobs_from_command(command: contracts.Record) -> Knobs:
+def knobs_from_command(command: contracts.ControlCommand) -> Knobs:
     return Knobs(
-        level=int(command["level"]),
-        emit_interval_ms=int(command["emit_interval_ms"]),
-        window_secs=round(float(command["window_secs"]), 6),
-        beam=int(command["beam"]),
-        admit_new_sessions=bool(command["admit_new_sessions"]),
+        level=command.level,
+        emit_interval_ms=command.emit_interval_ms,
+        window_secs=round(command.window_secs, 6),
+        beam=command.beam,
+        admit_new_sessions=command.admit_new_sessions,
     )

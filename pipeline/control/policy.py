@@ -25,10 +25,11 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Literal
 
+from pipeline import contracts
 from pipeline.control.ladder import Knobs, ladder
-from pipeline.observe.latency import MEASURES, percentile
+from pipeline.observe.latency import MEASURES, measures, percentile
 from pipeline.settings import Settings
 
 Direction = Literal["raise", "lower"]
@@ -43,12 +44,8 @@ class Sample:
     components_ms: Mapping[str, float]
 
     @classmethod
-    def from_event(cls, event: Mapping[str, Any], observed_s: float) -> Sample:
-        return cls(
-            observed_s=observed_s,
-            level=int(event["control_level"]),
-            components_ms={name: float(event[f"{name}_ms"]) for name in MEASURES},
-        )
+    def from_event(cls, event: contracts.LatencyEvent, observed_s: float) -> Sample:
+        return cls(observed_s=observed_s, level=event.control_level, components_ms=measures(event))
 
 
 @dataclass(frozen=True)
@@ -123,7 +120,7 @@ class ControlPolicy:
     def max_level(self) -> int:
         return len(self._ladder) - 1
 
-    def observe(self, event: Mapping[str, Any]) -> None:
+    def observe(self, event: contracts.LatencyEvent) -> None:
         """Take one decoded LatencyEvent, stamped with the policy clock's now."""
         self._samples.append(Sample.from_event(event, self._clock()))
 

@@ -20,21 +20,24 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, Message
+from confluent_kafka import KafkaError, Message
 from prometheus_client import Counter, Gauge
 
 from pipeline import contracts
 from pipeline.clock import now_ms
 from pipeline.control.ladder import GLOBAL_SCOPE, command_record
 from pipeline.control.policy import ControlPolicy, Decision
-from pipeline.kafka.clients import consumer_config, make_producer
+from pipeline.kafka.clients import make_consumer, make_producer
 from pipeline.kafka.dead_letters import DeadLetters
-from pipeline.kafka.history import read_history
+from pipeline.kafka.readers import read_to_end
 from pipeline.observe.latency import MEASURES
 from pipeline.observe.metrics import serve_metrics
+from pipeline.ready import announce_ready
 from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
+
+SERVICE = "controller"
 
 LEVEL = Gauge("hopline_controller_level", "Degradation level in force (0 = full quality).")
 DECISIONS = Counter("hopline_controller_decisions_total", "Level changes published.", ["direction"])
@@ -45,19 +48,19 @@ WINDOW_EVENTS = Gauge("hopline_controller_window_events", "Latency events in the
 EVENTS = Counter("hopline_controller_events_total", "Latency events consumed, by outcome.", ["outcome"])
 
 
-def last_command(settings: Settings, scope: str = GLOBAL_SCOPE) -> contracts.Record | None:
+def last_command(settings: Settings, scope: str = GLOBAL_SCOPE) -> contracts.ControlCommand | None:
     """The newest readable command of ``scope`` on the control topic (highest seq), if any."""
-    newest: contracts.Record | None = None
-    for message in read_history(settings, settings.topics.control):
+    newest: contracts.ControlCommand | None = None
+    for message in read_to_end(settings, "history", [settings.topics.control]):
         key = message.key()
         if key is None or key.decode(errors="replace") != scope:
             continue
         try:
-            command = contracts.CONTROL.decode(message.value())
+            command = contracts.ControlCommand.decode(message.value())
         except contracts.ContractError as exc:
             log.warning("skipping unreadable control command at offset %s: %s", message.offset(), exc)
             continue
-        if newest is None or command["seq"] >= newest["seq"]:
+        if newest is None or command.seq >= newest.seq:
             newest = command
     return newest
 
@@ -89,15 +92,14 @@ class Controller:
         self._settings = settings
         self._scope = GLOBAL_SCOPE
         previous = last_command(settings, self._scope)
-        self.seq = int(previous["seq"]) if previous else 0
-        level = int(previous["level"]) if previous else 0
+        self.seq = previous.seq if previous else 0
+        level = previous.level if previous else 0
         self.policy = ControlPolicy(settings, level=level, clock=clock)
         self._clock = clock
         self._producer = make_producer(settings)
         self._dead_letters = DeadLetters(settings, self._producer, "controller")
-        self._consumer = Consumer(
-            consumer_config(settings, f"{settings.app_id}-controller", **{"auto.offset.reset": "latest"})
-        )
+        self._consumer = make_consumer(settings, f"{settings.app_id}-controller", **{"auto.offset.reset": "latest"})
+        self._ready_announced = False
         self._consumer.subscribe([settings.topics.latency], on_assign=self._on_assign)
         LEVEL.set(level)
         log.info("controller starting at level %d after seq %d", level, self.seq)
@@ -110,16 +112,19 @@ class Controller:
             sorted(p.partition for p in partitions),
             self.policy.level,
         )
+        if not self._ready_announced:
+            self._ready_announced = True
+            announce_ready(SERVICE)
 
     def handle(self, message: Message) -> None:
         """One latency-topic message: into the window, or to the dead-letter topic with the reason."""
         try:
-            event = contracts.LATENCY.decode(message.value())
+            event = contracts.LatencyEvent.decode(message.value())
         except contracts.ContractError as exc:
             EVENTS.labels("invalid").inc()
             self._dead_letters.publish(message, str(exc), exc)
             return
-        if event["event_ts_ms"] < now_ms() - self._settings.controller.window_s * 1000.0:
+        if event.event_ts_ms < now_ms() - self._settings.controller.window_s * 1000.0:
             EVENTS.labels("stale").inc()
             return
         EVENTS.labels("observed").inc()
@@ -140,7 +145,7 @@ class Controller:
         self._producer.produce(
             self._settings.topics.control,
             key=self._scope.encode(),
-            value=contracts.CONTROL.encode(record),
+            value=record.encode(),
             on_delivery=_report_delivery,
         )
         self._producer.flush(5)

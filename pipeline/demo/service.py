@@ -23,16 +23,16 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import numpy as np
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from pipeline import contracts
+from pipeline.audio import read_wav
 from pipeline.clock import now_ms
 from pipeline.control.follower import ControlFollower
 from pipeline.demo import SAMPLES_DIR
 from pipeline.errors import CliError
-from pipeline.ingress.service import AudioProducer, AudioStream, read_wav
+from pipeline.ingress.service import AudioProducer, AudioStream
 from pipeline.kafka.broker import EmbeddedBroker
-from pipeline.kafka.clients import consumer_config
+from pipeline.kafka.readers import open_reader
 from pipeline.kafka.topics import create_topics
 from pipeline.observe.latency import percentile
 from pipeline.observe.report import (
@@ -190,13 +190,7 @@ class TranscriptClient:
     def __init__(self, settings: Settings, ignore: frozenset[str] = frozenset()) -> None:
         self._settings = settings
         self._ignore = ignore
-        self._consumer = Consumer(consumer_config(settings, group_id=f"{settings.app_id}-demo-client"))
-        topics = [settings.topics.transcripts, settings.topics.latency]
-        assignment = []
-        for topic in topics:
-            partitions = self._consumer.list_topics(topic, timeout=10).topics[topic].partitions
-            assignment += [TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions]
-        self._consumer.assign(assignment)
+        self._consumer = open_reader(settings, "demo-client", [settings.topics.transcripts, settings.topics.latency])
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self.sessions: dict[str, SessionOutcome] = {}
@@ -222,31 +216,31 @@ class TranscriptClient:
 
     def _take_latency(self, value: bytes | None) -> None:
         try:
-            event = contracts.LATENCY.decode(value)
+            event = contracts.LatencyEvent.decode(value)
         except contracts.ContractError:
             return
-        if event["session_id"] not in self._ignore:
-            self.latency.append((event["event_ts_ms"], event["e2e_ms"], event["queue_wait_ms"], event["session_id"]))
+        if event.session_id not in self._ignore:
+            self.latency.append((event.event_ts_ms, event.e2e_ms, event.queue_wait_ms, event.session_id))
 
     def _take_transcript(self, value: bytes | None, received_ms: float) -> None:
         try:
-            transcript = contracts.TRANSCRIPT.decode(value)
+            transcript = contracts.Transcript.decode(value)
         except contracts.ContractError:
             return
-        outcome = self.sessions.setdefault(transcript["session_id"], SessionOutcome())
-        if transcript["session_id"] not in self._ignore:
-            self.egress_ms.append(received_ms - transcript["published_ts_ms"])
-            self.delivered_e2e_ms.append(received_ms - transcript["first_capture_ts_ms"])
-        if transcript["kind"] == "final":
-            outcome.finals[transcript["segment"]] = transcript["text"]
+        outcome = self.sessions.setdefault(transcript.session_id, SessionOutcome())
+        if transcript.session_id not in self._ignore:
+            self.egress_ms.append(received_ms - transcript.published_ts_ms)
+            self.delivered_e2e_ms.append(received_ms - transcript.first_capture_ts_ms)
+        if transcript.kind == "final":
+            outcome.finals[transcript.segment] = transcript.text
         outcome.received.append(
             Received(
                 received_ms,
-                transcript["kind"],
-                transcript["segment"],
-                transcript["text"],
-                transcript["first_capture_ts_ms"],
-                transcript["hop_seq"],
+                transcript.kind,
+                transcript.segment,
+                transcript.text,
+                transcript.first_capture_ts_ms,
+                transcript.hop_seq,
             )
         )
 
@@ -328,7 +322,7 @@ class RunOptions:
 class DemoResult:
     options: RunOptions
     report: LatencyReport
-    events: list[contracts.Record]
+    events: list[contracts.LatencyEvent]
     settled: dict[str, float | None]
     egress_ms_p50: float
     egress_ms_p95: float
@@ -343,7 +337,7 @@ class DemoResult:
 
     def figures(self) -> dict[str, Any]:
         figures = self.report.figures()
-        levels = [int(d["level"]) for d in self.report.decisions]
+        levels = [d.level for d in self.report.decisions]
         figures.update(
             {
                 "sessions": self.options.sessions,
@@ -427,11 +421,11 @@ def run_demo(settings: Settings, options: RunOptions, say: Callable[[str], None]
     samples = load_samples(options.samples_dir)
     run_id = uuid.uuid4().hex[:6]
     plans = plan_sessions(samples, options.sessions, options.duration_s, run_id)
-    settings = settings.model_copy(deep=True)
-    settings.worker.fault_slowdown = options.slowdown
+    settings = settings.override(worker={"fault_slowdown": options.slowdown})
     with EmbeddedBroker(settings.broker.host, 0, settings.broker.start_timeout_s) as broker:
-        settings.kafka.bootstrap_servers = broker.bootstrap_servers
-        settings.topics.prefix = f"demo{run_id}"
+        settings = settings.override(
+            kafka={"bootstrap_servers": broker.bootstrap_servers}, topics={"prefix": f"demo{run_id}"}
+        )
         create_topics(settings)
         say(
             f"hopline demo: broker {broker.bootstrap_servers}, {len(plans)} sessions "
@@ -459,7 +453,7 @@ def run_demo(settings: Settings, options: RunOptions, say: Callable[[str], None]
         if delivery.failed or delivery.pending:
             say(f"frames: {delivery.failed} failed, {delivery.pending} undelivered: {delivery.errors[:3]}")
         events, invalid = read_events(settings, None)
-        events = [e for e in events if e["session_id"] != warm_up.session_id]
+        events = [e for e in events if e.session_id != warm_up.session_id]
         report = build_report(events, read_decisions(settings, None), invalid)
         admitted = [plan for plan in plans if plan.session_id not in refused]
         return _result(
@@ -548,7 +542,7 @@ def _drain(client: TranscriptClient, say: Callable[[str], None], quiet_s: float 
 def _result(
     options: RunOptions,
     report: LatencyReport,
-    events: Sequence[contracts.Record],
+    events: Sequence[contracts.LatencyEvent],
     client: TranscriptClient,
     plans: Sequence[SessionPlan],
     exit_codes: dict[str, int | None],
@@ -558,11 +552,11 @@ def _result(
     settings: Settings,
 ) -> DemoResult:
     settled_from = stream_start_ms + SETTLE_S * 1000.0
-    settled = [e for e in events if e["event_ts_ms"] >= settled_from]
+    settled = [e for e in events if e.event_ts_ms >= settled_from]
     settled_figures: dict[str, float | None] = {
         "events": float(len(settled)),
-        "queue_wait_ms_p95": _rounded(percentile([e["queue_wait_ms"] for e in settled], 95)),
-        "e2e_ms_p95": _rounded(percentile([e["e2e_ms"] for e in settled], 95)),
+        "queue_wait_ms_p95": _rounded(percentile([e.queue_wait_ms for e in settled], 95)),
+        "e2e_ms_p95": _rounded(percentile([e.e2e_ms for e in settled], 95)),
     }
     total_errors = total_words = 0
     examples = []
@@ -594,7 +588,7 @@ def _result(
 
 def format_result(result: DemoResult, examples: int = 4) -> str:
     lines = [format_report(result.report)]
-    if len({e["control_level"] for e in result.events}) > 1:
+    if len({e.control_level for e in result.events}) > 1:
         lines.append(format_groups("level", group_reports(result.events, "level")))
     lines.append(
         f"delivery to the client (egress): p50 {result.egress_ms_p50:.1f} ms, p95 {result.egress_ms_p95:.1f} ms; "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 
+from pipeline import audio
 from pipeline.errors import CliError
 from pipeline.settings import Settings
 
@@ -33,15 +34,16 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
 
 def _produce(args: argparse.Namespace, settings: Settings) -> int:
     from pipeline.control.follower import ControlFollower
-    from pipeline.ingress.service import AudioProducer, AudioStream, read_wav
+    from pipeline.ingress.service import AudioProducer, AudioStream
 
     rate = args.rate or (16000 if args.codec == "pcm16" else 8000)
-    if args.codec != "pcm16" and rate != 8000:
-        raise CliError(f"{args.codec} is G.711: --rate must be 8000")
+    problem = audio.format_error(args.codec, rate)
+    if problem is not None:
+        raise CliError(f"--codec {args.codec} --rate {rate}: {problem}")
     if args.sessions < 1:
         raise CliError("--sessions must be at least 1")
     try:
-        samples = read_wav(args.file, rate)
+        samples = audio.read_wav(args.file, rate)
     except ValueError as exc:
         raise CliError(str(exc)) from None
     ids = [args.session] if args.sessions == 1 else [f"{args.session}-{i}" for i in range(args.sessions)]

@@ -24,12 +24,9 @@ import heapq
 import logging
 import threading
 import time
-import wave
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
-import numpy as np
 from confluent_kafka import KafkaError, Message, Producer
 
 from pipeline import audio, contracts
@@ -103,29 +100,24 @@ class AudioProducer:
 
     def frames_of(self, stream: AudioStream) -> list[bytes]:
         """The stream's 20 ms payloads in its codec (last one padded with silence)."""
-        if stream.codec not in audio.CODECS:
-            raise ValueError(f"unknown codec {stream.codec!r}")
-        if stream.sample_rate not in audio.SAMPLE_RATES:
-            raise ValueError(f"sample rate {stream.sample_rate} not supported (8000 or 16000)")
-        if stream.codec != "pcm16" and stream.sample_rate != 8000:
-            raise ValueError(f"{stream.codec} is G.711: 8000 Hz only")
+        problem = audio.format_error(stream.codec, stream.sample_rate)
+        if problem is not None:
+            raise ValueError(problem)
         samples = audio.resample_to(stream.samples, stream.source_rate or stream.sample_rate, stream.sample_rate)
         per_frame = stream.sample_rate * self._frame_ms // 1000
         return [audio.encode(frame, stream.codec) for frame in audio.frames_of(samples, per_frame)]
 
     def frame_record(self, stream: AudioStream, seq: int, payload: bytes, capture_ts_ms: float, eos: bool) -> bytes:
-        return contracts.FRAME.encode(
-            {
-                "session_id": stream.session_id,
-                "seq": seq,
-                "capture_ts_ms": capture_ts_ms,
-                "codec": stream.codec,
-                "sample_rate": stream.sample_rate,
-                "payload": payload,
-                "end_of_stream": eos,
-                "sent_ts_ms": self._clock() * 1000.0,
-            }
-        )
+        return contracts.AudioFrame(
+            session_id=stream.session_id,
+            seq=seq,
+            capture_ts_ms=capture_ts_ms,
+            codec=stream.codec,
+            sample_rate=stream.sample_rate,
+            payload=payload,
+            end_of_stream=eos,
+            sent_ts_ms=self._clock() * 1000.0,
+        ).encode()
 
     # -- sending --------------------------------------------------------------------------
 
@@ -228,34 +220,3 @@ class AudioProducer:
         if remaining:
             log.error("%d frames still undelivered after %.0f s", remaining, timeout_s)
         return self.report
-
-
-def read_wav(path: str | Path, sample_rate: int) -> audio.Int16Array:
-    """Any PCM WAV (8/16/24/32-bit, any rate, any channels) -> mono int16 at ``sample_rate``.
-
-    Raises ValueError with a one-line reason for anything that is not a readable PCM WAV.
-    """
-    try:
-        with wave.open(str(path), "rb") as wav:
-            width, channels, rate = wav.getsampwidth(), wav.getnchannels(), wav.getframerate()
-            data = wav.readframes(wav.getnframes())
-    except FileNotFoundError:
-        raise ValueError(f"{path}: no such file") from None
-    except (wave.Error, EOFError, OSError) as exc:
-        raise ValueError(f"{path}: not a PCM WAV file ({exc})") from None
-    if width == 1:
-        samples = (np.frombuffer(data, dtype=np.uint8).astype(np.int32) - 128) << 8
-    elif width == 2:
-        samples = np.frombuffer(data, dtype="<i2").astype(np.int32)
-    elif width == 3:
-        raw = np.frombuffer(data, dtype=np.uint8).reshape(-1, 3).astype(np.int32)
-        samples = ((raw[:, 0] << 8) | (raw[:, 1] << 16) | (raw[:, 2] << 24)) >> 16
-    elif width == 4:
-        samples = np.frombuffer(data, dtype="<i4").astype(np.int32) >> 16
-    else:
-        raise ValueError(f"{path}: {8 * width}-bit samples are not supported")
-    if len(samples) == 0:
-        raise ValueError(f"{path}: no audio")
-    mono = samples.reshape(-1, channels).mean(axis=1) if channels > 1 else samples
-    pcm = np.clip(np.round(mono), -32768, 32767).astype(np.int16)
-    return audio.resample_to(pcm, rate, sample_rate)

@@ -38,14 +38,15 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
 def _run_broker(args: argparse.Namespace, settings: Settings) -> int:
     from pipeline.kafka.broker import EmbeddedBroker
     from pipeline.kafka.topics import create_topics
+    from pipeline.ready import announce_ready
 
     port = args.port or settings.broker.port
     with EmbeddedBroker(settings.broker.host, port, settings.broker.start_timeout_s) as broker:
         if args.create_topics:
-            settings.kafka.bootstrap_servers = broker.bootstrap_servers
-            created = create_topics(settings)
+            created = create_topics(settings.override(kafka={"bootstrap_servers": broker.bootstrap_servers}))
             print(f"created {len(created)} topics", flush=True)
         print(f"broker ready on {broker.bootstrap_servers} (Ctrl-C to stop)", flush=True)
+        announce_ready("broker")
         try:
             return broker.wait()
         except KeyboardInterrupt:
@@ -54,13 +55,10 @@ def _run_broker(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _create_topics(args: argparse.Namespace, settings: Settings) -> int:
-    from pipeline.errors import CliError
     from pipeline.kafka.topics import create_topics, pipeline_topics
 
     if args.partitions is not None:
-        if args.partitions < 1:
-            raise CliError("--partitions must be at least 1")
-        settings.topics.partitions = args.partitions
+        settings = settings.override(topics={"partitions": args.partitions})
     created = create_topics(settings)
     for name in pipeline_topics(settings):
         print(f"{name}\t{'created' if name in created else 'exists'}")

@@ -1,16 +1,17 @@
-"""Kafka plumbing in one place: client configs, topic creation, dead-letter publishing.
+"""The confluent-kafka clients every service builds: producer, group consumer and admin factories.
 
-Everything here speaks plain Kafka through confluent-kafka and works unchanged against
-Apache Kafka and the embedded broker; broker differences live in settings only.
+Everything in ``pipeline.kafka`` speaks plain Kafka and works unchanged against Apache Kafka and
+the embedded broker; broker differences live in settings only. Topic creation is in ``topics``,
+dead letters in ``dead_letters``, from-the-beginning readers in ``readers``.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
 from typing import Any
 
 from confluent_kafka import Consumer, Producer
+from confluent_kafka.admin import AdminClient
 
 from pipeline.settings import Settings
 
@@ -62,7 +63,13 @@ def make_producer(settings: Settings, **overrides: Any) -> Producer:
     return Producer(producer_config(settings, **overrides))
 
 
-def make_consumer(settings: Settings, group_id: str, topics: Iterable[str], **overrides: Any) -> Consumer:
-    consumer = Consumer(consumer_config(settings, group_id, **overrides))
-    consumer.subscribe(list(topics))
-    return consumer
+def make_consumer(settings: Settings, group_id: str, **overrides: Any) -> Consumer:
+    """A consumer-group member; the caller subscribes (with its rebalance callbacks).
+
+    Readers that need every partition from the beginning use :mod:`pipeline.kafka.readers` instead.
+    """
+    return Consumer(consumer_config(settings, group_id, **overrides))
+
+
+def make_admin(settings: Settings) -> AdminClient:
+    return AdminClient({"bootstrap.servers": settings.kafka.bootstrap_servers})

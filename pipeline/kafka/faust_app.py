@@ -15,8 +15,8 @@ Avro bytes, and its CLI wants to own the process. Here:
 * :func:`raw_topic` -> a topic of raw bytes; values are encoded with ``pipeline.contracts``.
 * :class:`AgentDeadLetters` -> publish an event an agent cannot process to ``<topic>.dlq``.
 * :func:`run_app` -> run the app in this process from a ``hopline`` CLI handler until
-  SIGTERM/Ctrl-C, log ``<service> ready`` once recovery is done and the agents consume,
-  stop cleanly (faust commits processed offsets and flushes its producer), return 0.
+  SIGTERM/Ctrl-C, print ``HOPLINE-READY <service>`` (:mod:`pipeline.ready`) once recovery is done
+  and the agents consume, stop cleanly (faust commits processed offsets and flushes its producer), return 0.
 
 How a faust service (e.g. the assembler) uses it, inside its CLI handler::
 
@@ -33,11 +33,11 @@ How a faust service (e.g. the assembler) uses it, inside its CLI handler::
         async def assemble(stream):
             async for event in stream.events():
                 try:
-                    hypothesis = contracts.HYPOTHESIS.decode(event.value)
+                    hypothesis = contracts.Hypothesis.decode(event.value)
                 except contracts.ContractError as exc:
                     await dead_letters.publish(event, str(exc), exc)
                     continue
-                await output.send(key=event.key, value=contracts.TRANSCRIPT.encode(...))
+                await output.send(key=event.key, value=contracts.Transcript(...).encode())
 
         return run_app(app, service="assembler")
 
@@ -57,8 +57,8 @@ import faust
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import EventT
 
-from pipeline import contracts
-from pipeline.clock import now_ms
+from pipeline.kafka.dead_letters import dead_letter_record
+from pipeline.ready import announce_ready
 from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -141,33 +141,6 @@ def raw_topic(app: faust.App, name: str) -> Any:
     return app.topic(name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
 
 
-def dead_letter_record(
-    *,
-    source_topic: str,
-    partition: int,
-    offset: int,
-    key: bytes | None,
-    value: bytes | None,
-    reason: str,
-    error: BaseException | None,
-    service: str,
-) -> bytes:
-    """The encoded ``DeadLetter`` record: the original message, whole, and why it failed."""
-    return contracts.DEAD_LETTER.encode(
-        {
-            "source_topic": source_topic,
-            "partition": partition,
-            "offset": offset,
-            "key": key,
-            "value": value,
-            "reason": reason,
-            "error_type": type(error).__name__ if error else "invalid",
-            "service": service,
-            "failed_ts_ms": now_ms(),
-        }
-    )
-
-
 class AgentDeadLetters:
     """Publishes events a faust agent cannot process to ``<source topic>.dlq``, with the reason."""
 
@@ -236,6 +209,7 @@ class _ServiceWorker(faust.Worker):
             await _call(self._on_ready)
         topics = ", ".join(sorted(self.app.topics.acking_topics)) or "nothing"
         log.info("%s ready: consuming %s", self._service, topics)
+        announce_ready(self._service)
 
 
 def _drop_faust_ready(record: logging.LogRecord) -> bool:
@@ -254,12 +228,12 @@ def run_app(
     handling (SIGTERM/SIGINT stop the app: agents finish the current event, offsets of
     processed events are committed, the producer is flushed), but leaves logging alone so
     everything goes through the Python logging the CLI configured. ``on_ready`` runs once
-    the app consumes, just before the ``<service> ready`` log line. ``on_stop`` runs on
+    the app consumes, just before the ``HOPLINE-READY <service>`` line. ``on_stop`` runs on
     SIGTERM/SIGINT before faust stops anything (consumer, agents, producer): the place to
     finish in-flight work and write state, so what is committed is also persisted.
     """
     # faust logs "Worker ready" when recovery ends, before on_ready and before the agents run:
-    # keep "ready" in the log meaning the service's own line, which supervisors wait for.
+    # drop it, so the only readiness a reader of the log sees is the service's own.
     logging.getLogger("faust.tables.recovery").addFilter(_drop_faust_ready)
     worker = _ServiceWorker(app, service, on_ready, on_stop)
     try:

@@ -5,9 +5,10 @@ from __future__ import annotations
 import logging
 
 from confluent_kafka import KafkaException
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import NewTopic
 
 from pipeline.errors import CliError
+from pipeline.kafka.clients import make_admin
 from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -31,7 +32,7 @@ def pipeline_topics(settings: Settings) -> dict[str, dict[str, str]]:
 
 def create_topics(settings: Settings, timeout_s: float = 10.0) -> list[str]:
     """Create every pipeline topic that does not exist yet; returns the names created."""
-    admin = AdminClient({"bootstrap.servers": settings.kafka.bootstrap_servers})
+    admin = make_admin(settings)
     try:
         existing = set(admin.list_topics(timeout=timeout_s).topics)
     except KafkaException as exc:

@@ -25,8 +25,7 @@ pipeline took to have that hop's result ready; its event carries ``emitted=false
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 from pipeline import contracts
 
@@ -51,15 +50,15 @@ def percentile(values: Sequence[float], q: float) -> float:
     return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
 
 
-def components(hypothesis: Mapping[str, Any], transcript_published_ts_ms: float) -> dict[str, float]:
+def components(hypothesis: contracts.Hypothesis, transcript_published_ts_ms: float) -> dict[str, float]:
     """The hop's latency breakdown in ms: ``hop_buffer_ms`` ... ``post_ms`` and ``e2e_ms``."""
-    first_capture = float(hypothesis["first_capture_ts_ms"])
-    ready = float(hypothesis["ready_ts_ms"])
-    hop_published = float(hypothesis["hop_published_ts_ms"])
-    received = float(hypothesis["received_ts_ms"])
-    batch_closed = float(hypothesis["batch_closed_ts_ms"])
-    infer_start = float(hypothesis["infer_start_ts_ms"])
-    infer_end = float(hypothesis["infer_end_ts_ms"])
+    first_capture = float(hypothesis.first_capture_ts_ms)
+    ready = float(hypothesis.ready_ts_ms)
+    hop_published = float(hypothesis.hop_published_ts_ms)
+    received = float(hypothesis.received_ts_ms)
+    batch_closed = float(hypothesis.batch_closed_ts_ms)
+    infer_start = float(hypothesis.infer_start_ts_ms)
+    infer_end = float(hypothesis.infer_end_ts_ms)
     published = float(transcript_published_ts_ms)
     return {
         "hop_buffer_ms": ready - first_capture,
@@ -72,17 +71,24 @@ def components(hypothesis: Mapping[str, Any], transcript_published_ts_ms: float)
     }
 
 
-def latency_event(hypothesis: Mapping[str, Any], transcript_published_ts_ms: float, emitted: bool) -> contracts.Record:
+def latency_event(
+    hypothesis: contracts.Hypothesis, transcript_published_ts_ms: float, emitted: bool
+) -> contracts.LatencyEvent:
     """The LatencyEvent record for one hypothesis (see :func:`components` for the figures)."""
-    return {
-        "session_id": hypothesis["session_id"],
-        "hop_seq": hypothesis["hop_seq"],
-        "worker_id": hypothesis["worker_id"],
-        "event_ts_ms": float(transcript_published_ts_ms),
+    return contracts.LatencyEvent(
+        session_id=hypothesis.session_id,
+        hop_seq=hypothesis.hop_seq,
+        worker_id=hypothesis.worker_id,
+        event_ts_ms=float(transcript_published_ts_ms),
         **components(hypothesis, transcript_published_ts_ms),
-        "batch_size": hypothesis["batch_size"],
-        "beam": hypothesis["beam"],
-        "window_secs": hypothesis["window_secs"],
-        "control_level": hypothesis.get("control_level", 0),
-        "emitted": emitted,
-    }
+        batch_size=hypothesis.batch_size,
+        beam=hypothesis.beam,
+        window_secs=hypothesis.window_secs,
+        control_level=hypothesis.control_level,
+        emitted=emitted,
+    )
+
+
+def measures(event: contracts.LatencyEvent) -> dict[str, float]:
+    """The event's figures in ms by measure name, in :data:`MEASURES` order (``hop_buffer`` ... ``e2e``)."""
+    return {name: getattr(event, figure) for name, figure in zip(MEASURES, FIGURES, strict=True)}

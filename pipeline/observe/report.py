@@ -13,15 +13,15 @@ import json
 import logging
 import re
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline import contracts
 from pipeline.clock import now_ms
 from pipeline.errors import CliError
-from pipeline.kafka.history import read_history
-from pipeline.observe.latency import MEASURES, percentile
+from pipeline.kafka.readers import read_to_end
+from pipeline.observe.latency import MEASURES, measures, percentile
 from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -62,7 +62,7 @@ class LatencyReport:
     p95: Mapping[str, float]
     batch_sizes: Mapping[int, int]
     driver: TailDriver | None
-    decisions: Sequence[contracts.Record] = field(default_factory=tuple)
+    decisions: Sequence[contracts.ControlCommand] = field(default_factory=tuple)
     invalid_events: int = 0
 
     @property
@@ -82,15 +82,15 @@ class LatencyReport:
         figures["span_s"] = _round((self.last_ts_ms - self.first_ts_ms) / 1000.0) if self.events else 0.0
         figures["decisions"] = [
             {
-                "seq": d["seq"],
-                "level": d["level"],
-                "emit_interval_ms": d["emit_interval_ms"],
-                "window_secs": d["window_secs"],
-                "beam": d["beam"],
-                "admit_new_sessions": d["admit_new_sessions"],
-                "reason": d["reason"],
-                "metrics": d["metrics"],
-                "issued_ts_ms": d["issued_ts_ms"],
+                "seq": d.seq,
+                "level": d.level,
+                "emit_interval_ms": d.emit_interval_ms,
+                "window_secs": d.window_secs,
+                "beam": d.beam,
+                "admit_new_sessions": d.admit_new_sessions,
+                "reason": d.reason,
+                "metrics": d.metrics,
+                "issued_ts_ms": d.issued_ts_ms,
             }
             for d in self.decisions
         ]
@@ -102,16 +102,19 @@ def _round(value: float) -> float | None:
 
 
 def build_report(
-    events: Sequence[Mapping[str, Any]], decisions: Iterable[contracts.Record] = (), invalid_events: int = 0
+    events: Sequence[contracts.LatencyEvent],
+    decisions: Iterable[contracts.ControlCommand] = (),
+    invalid_events: int = 0,
 ) -> LatencyReport:
     """Figures from decoded LatencyEvents and ControlCommands (pure: no Kafka)."""
-    values = {name: [float(e[f"{name}_ms"]) for e in events] for name in MEASURES}
+    figures = [measures(e) for e in events]
+    values = {name: [f[name] for f in figures] for name in MEASURES}
     p50 = {name: percentile(v, 50) for name, v in values.items()}
     p95 = {name: percentile(v, 95) for name, v in values.items()}
     driver = None
     if events:
-        tail = [e for e in events if float(e["e2e_ms"]) >= p95["e2e"]]
-        tail_mean = {name: sum(float(e[f"{name}_ms"]) for e in tail) / len(tail) for name in MEASURES}
+        tail = [f for f in figures if f["e2e"] >= p95["e2e"]]
+        tail_mean = {name: sum(f[name] for f in tail) / len(tail) for name in MEASURES}
         excess = {name: tail_mean[name] - p50[name] for name in MEASURES if name != "e2e"}
         driver = TailDriver(
             component=max(excess, key=lambda name: excess[name]),
@@ -119,31 +122,35 @@ def build_report(
             tail_mean_ms=tail_mean,
             excess_ms=excess,
         )
-    timestamps = [float(e["event_ts_ms"]) for e in events]
+    timestamps = [e.event_ts_ms for e in events]
     return LatencyReport(
         events=len(events),
-        sessions=len({e["session_id"] for e in events}),
+        sessions=len({e.session_id for e in events}),
         first_ts_ms=min(timestamps, default=0.0),
         last_ts_ms=max(timestamps, default=0.0),
         p50=p50,
         p95=p95,
-        batch_sizes=dict(Counter(int(e["batch_size"]) for e in events)),
+        batch_sizes=dict(Counter(e.batch_size for e in events)),
         driver=driver,
-        decisions=sorted(decisions, key=lambda d: (d["issued_ts_ms"], d["seq"])),
+        decisions=sorted(decisions, key=lambda d: (d.issued_ts_ms, d.seq)),
         invalid_events=invalid_events,
     )
 
 
 #: ``--by`` groupings: the LatencyEvent field each one splits on.
-GROUPINGS = {"worker": "worker_id", "session": "session_id", "level": "control_level"}
+GROUPINGS: dict[str, Callable[[contracts.LatencyEvent], object]] = {
+    "worker": lambda e: e.worker_id,
+    "session": lambda e: e.session_id,
+    "level": lambda e: e.control_level,
+}
 
 
-def group_reports(events: Sequence[Mapping[str, Any]], by: str) -> dict[str, LatencyReport]:
+def group_reports(events: Sequence[contracts.LatencyEvent], by: str) -> dict[str, LatencyReport]:
     """One report per worker, session or degradation level: which of them makes the p95."""
-    field_name = GROUPINGS[by]
-    groups: dict[str, list[Mapping[str, Any]]] = {}
+    group_of = GROUPINGS[by]
+    groups: dict[str, list[contracts.LatencyEvent]] = {}
     for event in events:
-        groups.setdefault(str(event[field_name]), []).append(event)
+        groups.setdefault(str(group_of(event)), []).append(event)
     return {name: build_report(members) for name, members in sorted(groups.items())}
 
 
@@ -188,40 +195,43 @@ def format_report(report: LatencyReport) -> str:
     lines.append(f"controller decisions: {len(report.decisions)}")
     for d in report.decisions:
         lines.append(
-            f"  seq {d['seq']} -> level {d['level']} (emit {d['emit_interval_ms']} ms, window {d['window_secs']:g} s, "
-            f"beam {d['beam']}, admit {'yes' if d['admit_new_sessions'] else 'no'}): {d['reason']}"
+            f"  seq {d.seq} -> level {d.level} (emit {d.emit_interval_ms} ms, window {d.window_secs:g} s, "
+            f"beam {d.beam}, admit {'yes' if d.admit_new_sessions else 'no'}): {d.reason}"
         )
     return "\n".join(lines)
 
 
-def read_events(settings: Settings, since_ms: float | None) -> tuple[list[contracts.Record], int]:
+def read_events(settings: Settings, since_ms: float | None) -> tuple[list[contracts.LatencyEvent], int]:
     """Decoded latency events at or after ``since_ms`` (by event_ts_ms) and the count of unreadable ones."""
     events, invalid = [], 0
-    for message in read_history(settings, settings.topics.latency):
+    for message in read_to_end(settings, "history", [settings.topics.latency]):
         try:
-            event = contracts.LATENCY.decode(message.value())
+            event = contracts.LatencyEvent.decode(message.value())
         except contracts.ContractError:
             invalid += 1
             continue
-        if since_ms is None or event["event_ts_ms"] >= since_ms:
+        if since_ms is None or event.event_ts_ms >= since_ms:
             events.append(event)
     return events, invalid
 
 
-def read_decisions(settings: Settings, since_ms: float | None) -> list[contracts.Record]:
+def read_decisions(settings: Settings, since_ms: float | None) -> list[contracts.ControlCommand]:
     decisions = []
-    for message in read_history(settings, settings.topics.control):
+    for message in read_to_end(settings, "history", [settings.topics.control]):
         try:
-            command = contracts.CONTROL.decode(message.value())
+            command = contracts.ControlCommand.decode(message.value())
         except contracts.ContractError:
             continue
-        if since_ms is None or command["issued_ts_ms"] >= since_ms:
+        if since_ms is None or command.issued_ts_ms >= since_ms:
             decisions.append(command)
     return decisions
 
 
 def plot_breakdown(
-    events: Sequence[Mapping[str, Any]], decisions: Sequence[Mapping[str, Any]], path: str, bin_s: float = 1.0
+    events: Sequence[contracts.LatencyEvent],
+    decisions: Sequence[contracts.ControlCommand],
+    path: str,
+    bin_s: float = 1.0,
 ) -> None:
     """Mean components stacked per time bin (they add up to mean e2e), e2e p95 and the control level."""
     import matplotlib
@@ -231,15 +241,15 @@ def plot_breakdown(
 
     if not events:
         raise CliError("no latency events in the span: nothing to plot")
-    start = min(float(e["event_ts_ms"]) for e in events)
-    bins: dict[int, list[Mapping[str, Any]]] = {}
+    start = min(e.event_ts_ms for e in events)
+    bins: dict[int, list[dict[str, float]]] = {}
     for event in events:
-        bins.setdefault(int((float(event["event_ts_ms"]) - start) / 1000.0 / bin_s), []).append(event)
+        bins.setdefault(int((event.event_ts_ms - start) / 1000.0 / bin_s), []).append(measures(event))
     keys = sorted(bins)
     times = [k * bin_s for k in keys]
     parts = [name for name in MEASURES if name != "e2e"]
-    stacks = [[sum(float(e[f"{name}_ms"]) for e in bins[k]) / len(bins[k]) for k in keys] for name in parts]
-    e2e_p95 = [percentile([float(e["e2e_ms"]) for e in bins[k]], 95) for k in keys]
+    stacks = [[sum(f[name] for f in bins[k]) / len(bins[k]) for k in keys] for name in parts]
+    e2e_p95 = [percentile([f["e2e"] for f in bins[k]], 95) for k in keys]
 
     figure, axis = plt.subplots(figsize=(11, 5))
     axis.stackplot(times, stacks, labels=[f"{name} (mean)" for name in parts], alpha=0.8)
@@ -250,7 +260,7 @@ def plot_breakdown(
     axis.legend(loc="upper left", fontsize=8)
     if decisions:
         level_axis = axis.twinx()
-        steps = [(0.0, 0)] + [((float(d["issued_ts_ms"]) - start) / 1000.0, int(d["level"])) for d in decisions]
+        steps = [(0.0, 0)] + [((d.issued_ts_ms - start) / 1000.0, d.level) for d in decisions]
         steps.append((times[-1] + bin_s, steps[-1][1]))
         level_axis.step([t for t, _ in steps], [lvl for _, lvl in steps], where="post", color="purple", label="level")
         level_axis.set_ylabel("degradation level")
@@ -262,7 +272,9 @@ def plot_breakdown(
     plt.close(figure)
 
 
-def collect_report(settings: Settings, since_s: float | None = None) -> tuple[LatencyReport, list[contracts.Record]]:
+def collect_report(
+    settings: Settings, since_s: float | None = None
+) -> tuple[LatencyReport, list[contracts.LatencyEvent]]:
     """Read both topics and build the report; also returns the events (for plotting)."""
     since_ms = now_ms() - since_s * 1000.0 if since_s is not None else None
     events, invalid = read_events(settings, since_ms)

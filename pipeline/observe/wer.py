@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
 _NOT_WORD = re.compile(r"[^a-z0-9' ]+")
 
@@ -12,7 +13,7 @@ def normalize(text: str) -> list[str]:
     return _NOT_WORD.sub(" ", text.lower()).split()
 
 
-def edit_distance(reference: list[str], hypothesis: list[str]) -> int:
+def edit_distance(reference: Sequence[str], hypothesis: Sequence[str]) -> int:
     """Substitutions + deletions + insertions turning ``reference`` into ``hypothesis``."""
     previous = list(range(len(hypothesis) + 1))
     for i, ref_word in enumerate(reference, start=1):

@@ -10,8 +10,8 @@ process (every third one as 8 kHz mu-law, the rest 16 kHz PCM16); then reports:
 * ``cpu_ms_per_s_per_session``: the windower's CPU time (from /proc) per second of
   streaming per session, and ``windower_cores`` (CPU seconds per wall second);
 * ``changelog_bytes_per_s_per_session``: bytes written to the windower's table changelogs;
-* ``restart_to_ready_s``: a new windower process started on the same topics until it logs
-  ``ready`` (interpreter start, group join, faust recovery and the changelog catch-up).
+* ``restart_to_ready_s``: a new windower process started on the same topics until it prints
+  ``HOPLINE-READY windower`` (interpreter start, group join, faust recovery and the changelog catch-up).
 
 The producer and reader share the machine with the windower, so figures on a busy
 machine are pessimistic.
@@ -20,7 +20,6 @@ machine are pessimistic.
 from __future__ import annotations
 
 import os
-import re
 import statistics
 import subprocess
 import sys
@@ -32,16 +31,16 @@ from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
-from confluent_kafka.admin import AdminClient
 
 from pipeline import contracts
 from pipeline.errors import CliError
 from pipeline.ingress.service import AudioProducer, AudioStream
 from pipeline.kafka.broker import EmbeddedBroker
-from pipeline.kafka.clients import consumer_config
+from pipeline.kafka.clients import make_admin
+from pipeline.kafka.readers import open_reader, read_to_end
 from pipeline.kafka.topics import create_topics
 from pipeline.observe.latency import percentile
+from pipeline.ready import ready_service
 from pipeline.settings import Settings
 
 WARM_UP_MS = 2000.0
@@ -77,7 +76,7 @@ class _Windower:
         assert self.process.stdout is not None
         for line in self.process.stdout:
             self.lines.append(line.rstrip())
-            if re.search(r"\bready\b", line):
+            if ready_service(line) == "windower":
                 self.saw_ready = True
                 self.ready.set()
         self.ready.set()
@@ -105,9 +104,7 @@ class _HopReader(threading.Thread):
 
     def __init__(self, settings: Settings) -> None:
         super().__init__(name="hop-reader", daemon=True)
-        self.consumer = Consumer(consumer_config(settings, f"{settings.app_id}-bench-reader"))
-        topic = settings.topics.hops
-        self.consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(settings.topics.partitions)])
+        self.consumer = open_reader(settings, "bench-reader", [settings.topics.hops])
         self.hops: list[tuple[float, float]] = []
         self.finals = 0
         self.stop = threading.Event()
@@ -117,38 +114,20 @@ class _HopReader(threading.Thread):
             message = self.consumer.poll(0.05)
             if message is None or message.error():
                 continue
-            hop = contracts.HOP.decode(message.value())
-            self.hops.append((hop["ready_ts_ms"], hop["published_ts_ms"] - hop["ready_ts_ms"]))
-            self.finals += int(hop["is_final"])
+            hop = contracts.Hop.decode(message.value())
+            self.hops.append((hop.ready_ts_ms, hop.published_ts_ms - hop.ready_ts_ms))
+            self.finals += int(hop.is_final)
         self.consumer.close()
 
 
 def _changelog_bytes(settings: Settings) -> int:
     """Bytes (keys + values) in the windower's table changelog topics."""
-    admin = AdminClient({"bootstrap.servers": settings.kafka.bootstrap_servers})
-    topics = [t for t in admin.list_topics(timeout=10).topics if t.startswith(settings.app_id) and "changelog" in t]
-    consumer = Consumer(
-        consumer_config(settings, f"{settings.app_id}-bench-changelog", **{"enable.partition.eof": True})
+    names = make_admin(settings).list_topics(timeout=10).topics
+    changelogs = [t for t in names if t.startswith(settings.app_id) and "changelog" in t]
+    return sum(
+        len(message.key() or b"") + len(message.value() or b"")
+        for message in read_to_end(settings, "bench-changelog", changelogs, timeout_s=60.0)
     )
-    assignment = [
-        TopicPartition(topic, p, OFFSET_BEGINNING)
-        for topic in topics
-        for p in admin.list_topics(topic, timeout=10).topics[topic].partitions
-    ]
-    consumer.assign(assignment)
-    remaining, total, idle_since = len(assignment), 0, time.monotonic()
-    while remaining and time.monotonic() - idle_since < 5:
-        message = consumer.poll(0.2)
-        if message is None:
-            continue
-        idle_since = time.monotonic()
-        error = message.error()
-        if error is not None:
-            remaining -= int(error.code() == KafkaError._PARTITION_EOF)
-            continue
-        total += len(message.key() or b"") + len(message.value() or b"")
-    consumer.close()
-    return total
 
 
 def _streams(sessions: int, seconds: float) -> list[AudioStream]:
@@ -163,11 +142,11 @@ def _streams(sessions: int, seconds: float) -> list[AudioStream]:
 
 
 def run_bench(settings: Settings, sessions: int, seconds: float, external_broker: bool = False) -> dict[str, Any]:
-    settings = settings.model_copy(deep=True)
-    settings.metrics.enabled = False
+    settings = settings.override(metrics={"enabled": False})
     with _broker(settings, external_broker) as bootstrap:
-        settings.kafka.bootstrap_servers = bootstrap
-        settings.topics.prefix = f"bench{uuid.uuid4().hex[:8]}"
+        settings = settings.override(
+            kafka={"bootstrap_servers": bootstrap}, topics={"prefix": f"bench{uuid.uuid4().hex[:8]}"}
+        )
         create_topics(settings)
         windower = _Windower(settings)
         try:

@@ -35,11 +35,10 @@ import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
-from pipeline import audio
+from pipeline import audio, contracts
 from pipeline.settings import AudioSettings
 
 Clock = Callable[[], float]
@@ -54,7 +53,7 @@ def wall_clock_ms() -> float:
 
 @dataclass(frozen=True)
 class Frame:
-    """One decoded ``AudioFrame`` record (see schemas/audio_frame.avsc)."""
+    """What the windowing needs of an ``AudioFrame`` record (see schemas/audio_frame.avsc)."""
 
     session_id: str
     seq: int
@@ -65,16 +64,15 @@ class Frame:
     end_of_stream: bool = False
 
     @classmethod
-    def from_record(cls, record: Mapping[str, Any]) -> Frame:
-        # The contract decoder already gives these types; no conversions on the hot path.
+    def from_record(cls, record: contracts.AudioFrame) -> Frame:
         return cls(
-            record["session_id"],
-            record["seq"],
-            record["capture_ts_ms"],
-            record["codec"],
-            record["sample_rate"],
-            record["payload"],
-            record.get("end_of_stream", False),
+            record.session_id,
+            record.seq,
+            record.capture_ts_ms,
+            record.codec,
+            record.sample_rate,
+            record.payload,
+            record.end_of_stream,
         )
 
 
@@ -101,22 +99,22 @@ class Hop:
     is_final: bool
     control_level: int
 
-    def to_record(self, published_ts_ms: float) -> dict[str, Any]:
-        return {
-            "session_id": self.session_id,
-            "hop_seq": self.hop_seq,
-            "first_capture_ts_ms": self.first_capture_ts_ms,
-            "ready_ts_ms": self.ready_ts_ms,
-            "published_ts_ms": published_ts_ms,
-            "sample_rate": audio.MODEL_RATE,
-            "audio": self.audio,
-            "window_start_sample": self.window_start_sample,
-            "window_secs": self.window_secs,
-            "gap_frames": self.gap_frames,
-            "duplicate_frames": self.duplicate_frames,
-            "is_final": self.is_final,
-            "control_level": self.control_level,
-        }
+    def to_record(self, published_ts_ms: float) -> contracts.Hop:
+        return contracts.Hop(
+            session_id=self.session_id,
+            hop_seq=self.hop_seq,
+            first_capture_ts_ms=self.first_capture_ts_ms,
+            ready_ts_ms=self.ready_ts_ms,
+            published_ts_ms=published_ts_ms,
+            sample_rate=audio.MODEL_RATE,
+            audio=self.audio,
+            window_start_sample=self.window_start_sample,
+            window_secs=self.window_secs,
+            gap_frames=self.gap_frames,
+            duplicate_frames=self.duplicate_frames,
+            is_final=self.is_final,
+            control_level=self.control_level,
+        )
 
 
 @dataclass
@@ -166,12 +164,9 @@ class WindowShape:
 
     def validate(self, frame: Frame) -> str | None:
         """The reason ``frame`` is invalid on its own, or None."""
-        if frame.codec not in audio.CODECS:
-            return f"unknown codec {frame.codec!r}"
-        if frame.sample_rate not in audio.SAMPLE_RATES:
-            return f"sample rate {frame.sample_rate} not supported (8000 or 16000)"
-        if frame.codec != "pcm16" and frame.sample_rate != 8000:
-            return f"{frame.codec} is G.711, 8000 Hz only (got {frame.sample_rate})"
+        problem = audio.format_error(frame.codec, frame.sample_rate)
+        if problem is not None:
+            return problem
         if frame.seq < 0:
             return f"negative seq {frame.seq}"
         expected = audio.frame_bytes(frame.codec, frame.sample_rate, self.frame_ms)

@@ -20,7 +20,7 @@ and written once per hop (and at the latest ``PERSIST_WITHIN_S`` after a frame a
 
 Measured with ``hopline bench windower`` (10 real-time sessions, 15 s, embedded broker):
 **34.5 kB/s of changelog per session** (vs ~2 MB/s for a whole window per frame), and a
-restarted windower logs ``ready`` **6.2 s** after it starts with 5.2 MB of changelog behind
+restarted windower is ready (``HOPLINE-READY windower``) **6.2 s** after it starts with 5.2 MB of changelog behind
 it (of which ~3 s is the consumer-group join, ~0.5 s the changelog catch-up below).
 
 Throughput (measured on the shared 2-core development machine, so pessimistic): ~0.25-0.35 ms
@@ -55,13 +55,12 @@ from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 from prometheus_client import Counter, Gauge, Histogram
 
 from pipeline import contracts
 from pipeline.clock import now_ms
 from pipeline.control.follower import ControlFollower
-from pipeline.kafka.clients import consumer_config
+from pipeline.kafka.readers import ReadIncomplete, read_to_end
 from pipeline.observe.metrics import LATENCY_BUCKETS_S, serve_metrics
 from pipeline.settings import Settings
 from pipeline.windowing.policy import Frame, Outcome, SessionWindow, Windower
@@ -168,11 +167,10 @@ class WindowerService:
             started = time.perf_counter()
             FRAMES_IN.inc()
             try:
-                record = contracts.FRAME.decode(event.value)
+                frame = Frame.from_record(contracts.AudioFrame.decode(event.value))
             except contracts.ContractError as exc:
                 await self._dead_letter(event, str(exc), exc)
                 continue
-            frame = Frame.from_record(record)
             if event.message.partition not in self._caught_up:
                 self._read_changelogs_to_end()
             if frame.session_id not in self.windower.sessions:
@@ -216,7 +214,7 @@ class WindowerService:
         sent = []
         for hop in outcome.hops:
             published = now_ms()
-            record = contracts.HOP.encode(hop.to_record(published))
+            record = hop.to_record(published).encode()
             sent.append(await self._send(self.settings.topics.hops, session_key(hop.session_id), record))
             HOPS_OUT.labels(final=str(hop.is_final).lower()).inc()
             HOP_EMIT_SECONDS.observe(max(published - hop.ready_ts_ms, 0.0) / 1000.0)
@@ -377,34 +375,19 @@ class WindowerService:
         if not partitions:
             return 0
         tables = {table.changelog_topic.get_topic_name(): table for table in (self.session_table, self.audio_table)}
-        config = consumer_config(
-            self.settings, f"{self.settings.app_id}-windower-catch-up", **{"enable.partition.eof": True}
-        )
-        consumer = Consumer(config)
-        pending = {(topic, partition) for topic in tables for partition in partitions}
-        consumer.assign([TopicPartition(topic, partition, OFFSET_BEGINNING) for topic, partition in pending])
         started = time.monotonic()
-        applied, deadline = 0, started + timeout_s
+        applied = 0
+        changelogs = [(topic, partition) for topic in tables for partition in partitions]
         try:
-            while pending and time.monotonic() < deadline:
-                message = consumer.poll(0.1)
-                if message is None:
-                    continue
-                error = message.error()
-                if error is not None:
-                    if error.code() == KafkaError._PARTITION_EOF:
-                        pending.discard((message.topic(), message.partition()))
-                    continue
+            for message in read_to_end(self.settings, "windower-catch-up", partitions=changelogs, timeout_s=timeout_s):
                 data = tables[message.topic() or ""].data
                 if message.value():
                     data[message.key()] = message.value()
                 else:
                     data.pop(message.key(), None)
                 applied += 1
-        finally:
-            consumer.close()
-        if pending:
-            log.warning("changelog catch-up incomplete after %.0f s: %s", timeout_s, sorted(pending))
+        except ReadIncomplete as exc:
+            log.warning("changelog catch-up incomplete after %.0f s: %s", timeout_s, exc.pending)
         log.info("changelog catch-up: %d records in %.2f s", applied, time.monotonic() - started)
         return applied
 

@@ -5,7 +5,6 @@ import json
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -15,10 +14,10 @@ from pipeline import contracts
 from pipeline.control.follower import ControlFollower
 from pipeline.demo.service import load_samples, plan_sessions, stream_sessions
 from pipeline.ingress.service import AudioProducer
-from pipeline.kafka.history import read_history
 from pipeline.settings import ControllerSettings, Settings, WorkerSettings
 from pipeline.supervisor import ServiceProcess
-from tests.conftest import SettingsFactory
+from tests.plugins.broker import SettingsFactory
+from tests.plugins.kafka import read_all, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -37,15 +36,6 @@ def pipeline(settings: Settings, *roles: str) -> Iterator[dict[str, ServiceProce
     finally:
         codes = {role: service.terminate(30) for role, service in services.items()}
     assert codes == dict.fromkeys(services, 0), {role: s.output[-2000:] for role, s in services.items()}
-
-
-def wait_until(predicate, timeout_s: float) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return False
 
 
 def test_main_job_turns_spoken_samples_into_transcripts_within_the_engines_wer() -> None:
@@ -87,22 +77,22 @@ def test_slowed_worker_makes_the_controller_degrade_then_recover(make_settings: 
         streamer = threading.Thread(target=stream_sessions, args=(producer, spike + steady, stop), daemon=True)
         streamer.start()
         try:
-            assert wait_until(lambda: control.knobs.level >= 1, 20), services["controller"].output[-3000:]
+            assert wait_for(lambda: control.knobs.level >= 1, 20), services["controller"].output[-3000:]
             raised = control.knobs.level
             assert services.pop("worker").terminate(30) == 0
             with ServiceProcess(settings, "worker", env={"HOPLINE_WORKER__FAULT_SLOWDOWN": "1.0"}) as healthy:
                 healthy.wait_ready(120)
-                assert wait_until(lambda: control.knobs.level == 0, 40), services["controller"].output[-3000:]
+                assert wait_for(lambda: control.knobs.level == 0, 40), services["controller"].output[-3000:]
                 stop.set()
                 streamer.join(10)
                 assert healthy.terminate(30) == 0
         finally:
             stop.set()
             control.close()
-    commands = [contracts.CONTROL.decode(m.value()) for m in read_history(settings, settings.topics.control)]
-    levels = [c["level"] for c in commands]
+    commands = read_all(settings, settings.topics.control, contracts.ControlCommand)
+    levels = [c.level for c in commands]
     assert max(levels) >= raised >= 1 and levels[-1] == 0
-    assert [c["seq"] for c in commands] == list(range(1, len(commands) + 1))
-    downs = [(a["level"], b["level"]) for a, b in itertools.pairwise(commands) if b["level"] < a["level"]]
+    assert [c.seq for c in commands] == list(range(1, len(commands) + 1))
+    downs = [(a.level, b.level) for a, b in itertools.pairwise(commands) if b.level < a.level]
     assert downs and all(before - after == 1 for before, after in downs), "steps down one level at a time"
-    assert all("queue_wait_ms_p95" in c["metrics"] and c["reason"] for c in commands)
+    assert all("queue_wait_ms_p95" in c.metrics and c.reason for c in commands)

@@ -1,7 +1,11 @@
+import wave
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from pipeline import audio
+from pipeline.audio import read_wav
 
 # ITU-T G.711 (and the G.191 reference decoder) values, in 16-bit linear units.
 MULAW_KNOWN = {0x00: -32124, 0x80: 32124, 0xFF: 0, 0x7F: 0, 0xF0: 120, 0x70: -120, 0xCE: 988, 0x4E: -988}
@@ -113,3 +117,43 @@ def test_offline_resampling_keeps_length_and_tone() -> None:
     assert len(out) == 16000
     expected = np.sin(2 * np.pi * 440 * np.arange(16000) / 16000) * 8000
     assert np.max(np.abs(out[100:-100] - expected[100:-100])) < 20
+
+
+def write_wav(path: Path, data: bytes, width: int, channels: int, rate: int) -> Path:
+    with wave.open(str(path), "wb") as wav:
+        wav.setsampwidth(width)
+        wav.setnchannels(channels)
+        wav.setframerate(rate)
+        wav.writeframes(data)
+    return path
+
+
+def test_read_wav_mixes_down_and_resamples(tmp_path: Path) -> None:
+    left = np.full(4410, 1000, dtype="<i2")
+    right = np.full(4410, 3000, dtype="<i2")
+    stereo = np.stack([left, right], axis=1).tobytes()
+    samples = read_wav(write_wav(tmp_path / "s.wav", stereo, 2, 2, 44100), 16000)
+    assert len(samples) == 1600
+    assert np.all(np.abs(samples[50:-50] - 2000) <= 2)
+
+
+@pytest.mark.parametrize(("width", "raw", "expected"), [(1, bytes([128, 255, 0]), [0, 127 << 8, -32768])])
+def test_read_wav_widens_8_bit(tmp_path: Path, width: int, raw: bytes, expected: list[int]) -> None:
+    assert read_wav(write_wav(tmp_path / "w.wav", raw, width, 1, 16000), 16000).tolist() == expected
+
+
+def test_read_wav_narrows_24_bit(tmp_path: Path) -> None:
+    values = [0x123456, -0x123456, 0x7FFFFF]
+    raw = b"".join((v & 0xFFFFFF).to_bytes(3, "little") for v in values)
+    assert read_wav(write_wav(tmp_path / "w.wav", raw, 3, 1, 16000), 16000).tolist() == [0x1234, -0x1235, 0x7FFF]
+
+
+def test_read_wav_errors_are_one_line(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="no such file"):
+        read_wav(tmp_path / "absent.wav", 16000)
+    (tmp_path / "text.wav").write_text("hello")
+    with pytest.raises(ValueError, match="not a PCM WAV file") as info:
+        read_wav(tmp_path / "text.wav", 16000)
+    assert "\n" not in str(info.value)
+    with pytest.raises(ValueError, match="no audio"):
+        read_wav(write_wav(tmp_path / "empty.wav", b"", 2, 1, 16000), 16000)

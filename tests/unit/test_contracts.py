@@ -57,3 +57,45 @@ def test_truncated_and_padded_bodies_are_malformed() -> None:
 def test_encoding_a_record_that_breaks_the_schema_is_a_contract_error() -> None:
     with pytest.raises(contracts.ContractError):
         contracts.FRAME.encode(frame(codec="opus"))
+
+
+def test_typed_record_round_trip_and_schema_defaults() -> None:
+    record = contracts.AudioFrame(**frame())
+    assert contracts.AudioFrame.decode(record.encode()) == record
+    assert record.to_avro() == frame()
+    without_default = {k: v for k, v in frame().items() if k != "end_of_stream"}
+    assert contracts.AudioFrame(**without_default).end_of_stream is False
+    letter = contracts.DeadLetter(
+        source_topic="t", partition=0, offset=1, reason="r", error_type="E", service="s", failed_ts_ms=0.0
+    )
+    assert (letter.key, letter.value) == (None, None)
+    assert contracts.DeadLetter.decode(letter.encode()) == letter
+
+
+def test_typed_record_nests_words_as_records_and_avro_as_lists() -> None:
+    word = contracts.Word(word="hi", start_ms=0.0, end_ms=100.0, confidence=0.5)
+    transcript = contracts.Transcript(
+        session_id="s",
+        kind="partial",
+        segment=0,
+        text="hi",
+        committed_text="hi",
+        tail_text="",
+        words=(word,),
+        hop_seq=1,
+        first_capture_ts_ms=0.0,
+        published_ts_ms=1.0,
+    )
+    assert transcript.to_avro()["words"] == [{"word": "hi", "start_ms": 0.0, "end_ms": 100.0, "confidence": 0.5}]
+    assert contracts.Transcript.decode(transcript.encode()).words == (word,)
+    with pytest.raises(AttributeError):
+        transcript.text = "changed"
+
+
+def test_typed_record_decode_raises_the_contract_errors() -> None:
+    with pytest.raises(contracts.UnknownSchemaError, match="audio_frame"):
+        contracts.Hop.decode(contracts.FRAME.encode(frame()))
+    with pytest.raises(contracts.MalformedMessageError):
+        contracts.Hop.decode(b"garbage")
+    with pytest.raises(contracts.ContractError):
+        contracts.AudioFrame(**frame(codec="opus")).encode()

@@ -1,20 +1,33 @@
+"""The degradation controller's pure policy (pipeline/control/policy.py) under a fake clock."""
+
 import math
 
 import pytest
 
+from pipeline import contracts
 from pipeline.control.ladder import ladder
 from pipeline.control.policy import ControlPolicy, WindowStats
 from pipeline.observe.latency import MEASURES, percentile
 from pipeline.settings import ControllerSettings, Settings
-from tests.clock import FakeClock
+from tests.plugins.builders import latency_event
+from tests.plugins.clock import FakeClock
 
 
-def event(queue_wait_ms: float = 10.0, e2e_ms: float | None = None, level: int = 0) -> dict[str, object]:
+def event(queue_wait_ms: float = 10.0, e2e_ms: float | None = None, level: int = 0) -> contracts.LatencyEvent:
     """A LatencyEvent whose components add up to e2e (the rest lands in gpu_infer)."""
-    fixed = {"hop_buffer_ms": 160.0, "net_ms": 5.0, "batch_wait_ms": 5.0, "post_ms": 5.0}
-    e2e = e2e_ms if e2e_ms is not None else sum(fixed.values()) + queue_wait_ms + 40.0
-    gpu = e2e - sum(fixed.values()) - queue_wait_ms
-    return {**fixed, "queue_wait_ms": queue_wait_ms, "gpu_infer_ms": gpu, "e2e_ms": e2e, "control_level": level}
+    others = {"hop_buffer_ms": 160.0, "net_ms": 5.0, "batch_wait_ms": 5.0, "post_ms": 5.0}
+    e2e = e2e_ms if e2e_ms is not None else sum(others.values()) + queue_wait_ms + 40.0
+    gpu_infer_ms = e2e - sum(others.values()) - queue_wait_ms
+    return latency_event(
+        queue_wait_ms,
+        e2e_ms=e2e,
+        gpu_infer_ms=gpu_infer_ms,
+        **others,
+        hop_seq=0,
+        event_ts_ms=0.0,
+        batch_size=1,
+        control_level=level,
+    )
 
 
 def make_policy(clock: FakeClock, level: int = 0, **controller: object) -> ControlPolicy:

@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from pipeline.audio import read_wav_native
+
 SAMPLE_RATE = 16000
 _MU = 255.0
 
@@ -61,19 +63,9 @@ def telephone(x: torch.Tensor, rate: int = SAMPLE_RATE) -> torch.Tensor:
 
 
 def read_wav(path: Path) -> tuple[np.ndarray, int]:
-    """PCM WAV (8/16/32-bit, any channels) -> mono float32 in [-1, 1] and its sample rate."""
-    with wave.open(str(path), "rb") as w:
-        rate, width, channels = w.getframerate(), w.getsampwidth(), w.getnchannels()
-        raw = w.readframes(w.getnframes())
-    if width == 1:
-        data = (np.frombuffer(raw, np.uint8).astype(np.float32) - 128) / 128
-    elif width == 2:
-        data = np.frombuffer(raw, "<i2").astype(np.float32) / 32768
-    elif width == 4:
-        data = np.frombuffer(raw, "<i4").astype(np.float32) / 2147483648
-    else:
-        raise ValueError(f"{path}: unsupported {8 * width}-bit WAV")
-    return data.reshape(-1, channels).mean(axis=1).astype(np.float32), rate
+    """Any PCM WAV -> mono float32 in [-1, 1) and its sample rate."""
+    pcm, rate = read_wav_native(path)
+    return pcm.astype(np.float32) / 32768, rate
 
 
 def load_audio(path: Path) -> np.ndarray:

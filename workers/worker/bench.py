@@ -20,21 +20,21 @@ import tempfile
 import threading
 import time
 import uuid
-import wave
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from pipeline import contracts
+from pipeline.audio import read_wav_native
 from pipeline.clock import now_ms
 from pipeline.demo import SAMPLES_DIR
 from pipeline.errors import CliError
 from pipeline.kafka.broker import EmbeddedBroker
-from pipeline.kafka.clients import consumer_config, make_producer
+from pipeline.kafka.clients import make_producer
+from pipeline.kafka.readers import open_reader
 from pipeline.kafka.topics import create_topics
 from pipeline.observe.latency import COMPONENTS, percentile
 from pipeline.settings import Settings
@@ -67,13 +67,11 @@ def _resample(audio: np.ndarray, rate: int, target: int) -> np.ndarray:
 
 
 def _read_wav(path: Path, target_rate: int) -> np.ndarray:
-    with wave.open(str(path), "rb") as wav:
-        rate, width, channels = wav.getframerate(), wav.getsampwidth(), wav.getnchannels()
-        raw = wav.readframes(wav.getnframes())
-    if width != 2:
-        raise CliError(f"{path}: bench audio must be 16-bit PCM WAV")
-    audio = np.frombuffer(raw, dtype="<i2").astype(np.float32).reshape(-1, channels).mean(axis=1) / 32768.0
-    return _resample(audio, rate, target_rate)
+    try:
+        pcm, rate = read_wav_native(path)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    return _resample(pcm.astype(np.float32) / 32768.0, rate, target_rate)
 
 
 def _espeak_clips(target_rate: int) -> list[np.ndarray]:
@@ -110,12 +108,9 @@ class HypothesisReader:
     """Collects every hypothesis from the start of the topic on a background thread (assign: no group join)."""
 
     def __init__(self, settings: Settings) -> None:
-        topic = settings.topics.hypotheses
-        self._consumer = Consumer(consumer_config(settings, f"{settings.app_id}-bench-reader"))
-        partitions = self._consumer.list_topics(topic, timeout=10).topics[topic].partitions
-        self._consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
+        self._consumer = open_reader(settings, "bench-reader", [settings.topics.hypotheses])
         self._lock = threading.Lock()
-        self._records: list[contracts.Record] = []
+        self._records: list[contracts.Hypothesis] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="hypothesis-reader", daemon=True)
         self._thread.start()
@@ -125,13 +120,13 @@ class HypothesisReader:
             message = self._consumer.poll(0.1)
             if message is None or message.error() is not None:
                 continue
-            record = contracts.HYPOTHESIS.decode(message.value())
+            record = contracts.Hypothesis.decode(message.value())
             with self._lock:
                 self._records.append(record)
 
-    def for_sessions(self, prefix: str) -> list[contracts.Record]:
+    def for_sessions(self, prefix: str) -> list[contracts.Hypothesis]:
         with self._lock:
-            return [r for r in self._records if r["session_id"].startswith(prefix)]
+            return [r for r in self._records if r.session_id.startswith(prefix)]
 
     def close(self) -> None:
         self._stop.set()
@@ -168,22 +163,22 @@ def feed_sessions(
         window = looped[source_end + len(stream) - (end - begin) : source_end + len(stream)]
         ready_ms = (t0 + due) * 1000.0
         session_id = f"{prefix}{index:03d}"
-        hop = {
-            "session_id": session_id,
-            "hop_seq": k,
-            "first_capture_ts_ms": ready_ms - audio.hop_ms,
-            "ready_ts_ms": ready_ms,
-            "published_ts_ms": now_ms(),
-            "sample_rate": audio.sample_rate,
-            "audio": _pcm16(window),
-            "window_start_sample": begin,
-            "window_secs": round((end - begin) / audio.sample_rate, 6),
-            "gap_frames": 0,
-            "duplicate_frames": 0,
-            "is_final": k == hops_per_session - 1,
-            "control_level": 0,
-        }
-        producer.produce(settings.topics.hops, key=session_id, value=contracts.HOP.encode(hop))
+        hop = contracts.Hop(
+            session_id=session_id,
+            hop_seq=k,
+            first_capture_ts_ms=ready_ms - audio.hop_ms,
+            ready_ts_ms=ready_ms,
+            published_ts_ms=now_ms(),
+            sample_rate=audio.sample_rate,
+            audio=_pcm16(window),
+            window_start_sample=begin,
+            window_secs=round((end - begin) / audio.sample_rate, 6),
+            gap_frames=0,
+            duplicate_frames=0,
+            is_final=k == hops_per_session - 1,
+            control_level=0,
+        )
+        producer.produce(settings.topics.hops, key=session_id, value=hop.encode())
         producer.poll(0)
     producer.flush(10.0)
     return len(schedule)
@@ -193,22 +188,22 @@ def _percentiles(values: Sequence[float]) -> tuple[float, float]:
     return (round(percentile(values, 50), 2), round(percentile(values, 95), 2))
 
 
-def summarize(sessions: int, hops_sent: int, hypotheses: Sequence[contracts.Record]) -> dict[str, Any]:
+def summarize(sessions: int, hops_sent: int, hypotheses: Sequence[contracts.Hypothesis]) -> dict[str, Any]:
     """Per-component p50/p95 (ms) and the batch-size distribution over distinct batches."""
     components = {
-        "batch_wait": [h["batch_closed_ts_ms"] - h["received_ts_ms"] for h in hypotheses],
+        "batch_wait": [h.batch_closed_ts_ms - h.received_ts_ms for h in hypotheses],
         "queue_wait": [
-            (h["received_ts_ms"] - h["hop_published_ts_ms"]) + (h["infer_start_ts_ms"] - h["batch_closed_ts_ms"])
+            (h.received_ts_ms - h.hop_published_ts_ms) + (h.infer_start_ts_ms - h.batch_closed_ts_ms)
             for h in hypotheses
         ],
-        "gpu_infer": [h["infer_end_ts_ms"] - h["infer_start_ts_ms"] for h in hypotheses],
-        "queue_wait_kafka": [h["received_ts_ms"] - h["hop_published_ts_ms"] for h in hypotheses],
-        "queue_wait_gpu": [h["infer_start_ts_ms"] - h["batch_closed_ts_ms"] for h in hypotheses],
+        "gpu_infer": [h.infer_end_ts_ms - h.infer_start_ts_ms for h in hypotheses],
+        "queue_wait_kafka": [h.received_ts_ms - h.hop_published_ts_ms for h in hypotheses],
+        "queue_wait_gpu": [h.infer_start_ts_ms - h.batch_closed_ts_ms for h in hypotheses],
     }
-    batches = {(h["worker_id"], h["infer_start_ts_ms"]): h["batch_size"] for h in hypotheses}
+    batches = {(h.worker_id, h.infer_start_ts_ms): h.batch_size for h in hypotheses}
     sizes = Counter(batches.values())
     summary: dict[str, Any] = {"sessions": sessions, "hops_sent": hops_sent, "hypotheses": len(hypotheses)}
-    summary["skipped_hops"] = sum(h["skipped_before"] for h in hypotheses)
+    summary["skipped_hops"] = sum(h.skipped_before for h in hypotheses)
     for name, values in components.items():
         summary[f"{name}_ms_p50"], summary[f"{name}_ms_p95"] = _percentiles(values)
     summary["batch_size_mean"] = round(sum(s * n for s, n in sizes.items()) / max(1, len(batches)), 3)
@@ -216,12 +211,12 @@ def summarize(sessions: int, hops_sent: int, hypotheses: Sequence[contracts.Reco
     return summary
 
 
-def _wait_for_all(reader: HypothesisReader, prefix: str, hops_sent: int) -> list[contracts.Record]:
+def _wait_for_all(reader: HypothesisReader, prefix: str, hops_sent: int) -> list[contracts.Hypothesis]:
     """Every hop comes back either as a hypothesis or inside one's ``skipped_before``."""
     deadline = time.monotonic() + DRAIN_TIMEOUT_S
     while True:
         records = reader.for_sessions(prefix)
-        accounted = len(records) + sum(r["skipped_before"] for r in records)
+        accounted = len(records) + sum(r.skipped_before for r in records)
         if accounted >= hops_sent or time.monotonic() > deadline:
             if accounted < hops_sent:
                 log.warning(
@@ -244,9 +239,11 @@ def run_bench(
     load_before = os.getloadavg()[0]
     counts = sorted(set(sweep) | {sessions})
     with EmbeddedBroker() as broker:
-        settings.kafka.bootstrap_servers = broker.bootstrap_servers
-        settings.topics.prefix = f"bench{uuid.uuid4().hex[:8]}"
-        settings.metrics.enabled = False
+        settings = settings.override(
+            kafka={"bootstrap_servers": broker.bootstrap_servers},
+            topics={"prefix": f"bench{uuid.uuid4().hex[:8]}"},
+            metrics={"enabled": False},
+        )
         create_topics(settings)
         reader = HypothesisReader(settings)
         worker = ServiceProcess(settings, "worker")

@@ -1,4 +1,4 @@
-"""``hopline worker`` and ``hopline bench worker`` (light: torch loads inside the handlers)."""
+"""``hopline worker``, ``hopline bench worker`` and ``hopline bench stitching`` (light: torch loads in the handlers)."""
 
 from __future__ import annotations
 
@@ -61,45 +61,41 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
     bench_worker.add_argument("--fault-slowdown", type=float, default=None, metavar="X", help="passed to the worker")
     bench_worker.set_defaults(handler=_run_bench)
 
-
-def _apply_worker_overrides(args: argparse.Namespace, settings: Settings) -> None:
-    worker = settings.worker
-    if args.max_latency_ms is not None:
-        if args.max_latency_ms < 0:
-            raise CliError("--max-latency-ms must not be negative")
-        worker.max_latency_ms = args.max_latency_ms
-    if args.max_batch_size is not None:
-        if args.max_batch_size < 1:
-            raise CliError("--max-batch-size must be at least 1")
-        worker.max_batch_size = args.max_batch_size
-    if args.no_coalesce:
-        worker.coalesce_stale_hops = False
-    if args.device is not None:
-        worker.device = args.device
-    if args.threads is not None:
-        if args.threads < 1:
-            raise CliError("--threads must be at least 1")
-        worker.torch_threads = args.threads
-    if args.worker_id is not None:
-        worker.worker_id = args.worker_id
-    if args.checkpoint is not None:
-        if not Path(args.checkpoint).is_file():
-            raise CliError(f"--checkpoint {args.checkpoint}: no such file")
-        worker.checkpoint = args.checkpoint
-    _apply_fault_slowdown(args, settings)
+    bench_stitching = bench.add_parser(
+        "stitching",
+        help="real recognizer on rolling windows of the bundled samples: stitched WER vs whole-utterance WER",
+        description="Cuts each sample into the windower's rolling windows, recognizes every window, stitches "
+        "the hypotheses like the assembler and compares the finals' WER with one decode of the whole "
+        "utterance; prints how long (in audio time) after a word ends it is first shown and committed. "
+        "The window is HOPLINE_AUDIO__WINDOW_SECS (1.28; 0.96 is the controller's shrunk window).",
+    )
+    bench_stitching.add_argument("--samples", type=int, default=5, help="how many bundled samples (default 5)")
+    bench_stitching.add_argument("--beam", type=int, choices=(1, 2, 4), default=4, help="beam width (default 4)")
+    bench_stitching.add_argument("--json", action="store_true", help="print one JSON object")
+    bench_stitching.set_defaults(handler=_bench_stitching)
 
 
-def _apply_fault_slowdown(args: argparse.Namespace, settings: Settings) -> None:
-    if args.fault_slowdown is not None:
-        if args.fault_slowdown < 1.0:
-            raise CliError("--fault-slowdown must be at least 1 (1 = off)")
-        settings.worker.fault_slowdown = args.fault_slowdown
+def _apply_worker_overrides(args: argparse.Namespace, settings: Settings) -> Settings:
+    """The settings with the worker flags given on the command line; pydantic checks their bounds."""
+    if args.checkpoint is not None and not Path(args.checkpoint).is_file():
+        raise CliError(f"--checkpoint {args.checkpoint}: no such file")
+    flags = {
+        "max_latency_ms": args.max_latency_ms,
+        "max_batch_size": args.max_batch_size,
+        "coalesce_stale_hops": False if args.no_coalesce else None,
+        "device": args.device,
+        "torch_threads": args.threads,
+        "worker_id": args.worker_id,
+        "checkpoint": args.checkpoint,
+        "fault_slowdown": args.fault_slowdown,
+    }
+    return settings.override(worker={key: value for key, value in flags.items() if value is not None})
 
 
 def _run_worker(args: argparse.Namespace, settings: Settings) -> int:
+    settings = _apply_worker_overrides(args, settings)
     from workers.worker.service import run_worker
 
-    _apply_worker_overrides(args, settings)
     return run_worker(settings)
 
 
@@ -120,7 +116,8 @@ def _run_bench(args: argparse.Namespace, settings: Settings) -> int:
         raise CliError("--sessions must be at least 1")
     if args.duration < 1.0:
         raise CliError("--duration must be at least 1 second")
-    _apply_fault_slowdown(args, settings)
+    if args.fault_slowdown is not None:
+        settings = settings.override(worker={"fault_slowdown": args.fault_slowdown})
     sweep = [] if args.no_sweep else _parse_sweep(args.sweep)
     result = run_bench(
         settings,
@@ -133,4 +130,14 @@ def _run_bench(args: argparse.Namespace, settings: Settings) -> int:
     if args.write_doc is not None:
         write_capacity_doc(args.write_doc, result)
     print(json.dumps(result) if args.json else format_report(result), flush=True)
+    return 0
+
+
+def _bench_stitching(args: argparse.Namespace, settings: Settings) -> int:
+    from workers.worker.stitching_bench import format_report, run_bench
+
+    if args.samples < 1:
+        raise CliError("--samples must be at least 1")
+    summary, results = run_bench(settings, samples=args.samples, beam=args.beam)
+    print(json.dumps(summary) if args.json else format_report(summary, results))
     return 0

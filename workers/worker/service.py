@@ -33,9 +33,10 @@ from pipeline.clock import now_ms
 from pipeline.control.follower import ControlFollower
 from pipeline.control.ladder import Knobs
 from pipeline.errors import CliError
-from pipeline.kafka.clients import consumer_config, make_producer
+from pipeline.kafka.clients import make_consumer, make_producer
 from pipeline.kafka.dead_letters import DeadLetters
 from pipeline.observe.metrics import BATCH_SIZE_BUCKETS, LATENCY_BUCKETS_S
+from pipeline.ready import announce_ready
 from pipeline.settings import Settings
 from workers.batching.policy import Batch, BatchPolicy, MicroBatcher, Superseded
 from workers.worker.offsets import OffsetTracker
@@ -87,7 +88,7 @@ class Transcriber(Protocol):
 class HopJob:
     """A decoded hop on its way through the batcher, with where it came from."""
 
-    hop: contracts.Record
+    hop: contracts.Hop
     audio: np.ndarray
     received_ts_ms: float
     message: Message
@@ -101,27 +102,27 @@ class InvalidHop(ValueError):
     """A hop that decodes but cannot be run (wrong rate, odd byte count)."""
 
 
-def hop_audio(hop: contracts.Record, sample_rate: int) -> np.ndarray:
+def hop_audio(hop: contracts.Hop, sample_rate: int) -> np.ndarray:
     """The hop's pcm16 little-endian window as float32 in [-1, 1)."""
-    if hop["sample_rate"] != sample_rate:
-        raise InvalidHop(f"sample_rate {hop['sample_rate']}, the model needs {sample_rate}")
-    audio: bytes = hop["audio"]
+    if hop.sample_rate != sample_rate:
+        raise InvalidHop(f"sample_rate {hop.sample_rate}, the model needs {sample_rate}")
+    audio = hop.audio
     if not audio or len(audio) % 2:
         raise InvalidHop(f"audio of {len(audio)} bytes is not a non-empty pcm16 window")
     return np.frombuffer(audio, dtype="<i2").astype(np.float32) / 32768.0
 
 
-def stream_words(recognition: Recognition, window_start_ms: float) -> list[contracts.Record]:
+def stream_words(recognition: Recognition, window_start_ms: float) -> tuple[contracts.Word, ...]:
     """The recognizer's words with their times moved from window time to stream time (ms)."""
-    return [
-        {
-            "word": word.word,
-            "start_ms": window_start_ms + word.start_s * 1000.0,
-            "end_ms": window_start_ms + word.end_s * 1000.0,
-            "confidence": float(word.confidence),
-        }
+    return tuple(
+        contracts.Word(
+            word=word.word,
+            start_ms=window_start_ms + word.start_s * 1000.0,
+            end_ms=window_start_ms + word.end_s * 1000.0,
+            confidence=float(word.confidence),
+        )
         for word in recognition.words
-    ]
+    )
 
 
 def build_hypothesis(
@@ -136,39 +137,39 @@ def build_hypothesis(
     infer_start_ts_ms: float,
     infer_end_ts_ms: float,
     skipped_before: int,
-) -> contracts.Record:
+) -> contracts.Hypothesis:
     """One Hypothesis record: word times moved from window time to stream time."""
     hop = job.hop
-    rate = hop["sample_rate"]
-    window_start_ms = hop["window_start_sample"] * 1000.0 / rate
-    return {
-        "session_id": hop["session_id"],
-        "hop_seq": hop["hop_seq"],
-        "text": recognition.text,
-        "words": stream_words(recognition, window_start_ms),
-        "confidence": float(recognition.confidence),
-        "window_start_ms": window_start_ms,
-        "window_end_ms": window_start_ms + len(job.audio) * 1000.0 / rate,
-        "is_final": hop["is_final"],
-        "beam": beam,
-        "window_secs": hop["window_secs"],
-        "batch_size": batch_size,
-        "control_level": control_level,
-        "worker_id": worker_id,
-        "first_capture_ts_ms": hop["first_capture_ts_ms"],
-        "ready_ts_ms": hop["ready_ts_ms"],
-        "hop_published_ts_ms": hop["published_ts_ms"],
-        "received_ts_ms": job.received_ts_ms,
-        "batch_closed_ts_ms": batch_closed_ts_ms,
-        "infer_start_ts_ms": infer_start_ts_ms,
-        "infer_end_ts_ms": infer_end_ts_ms,
-        "skipped_before": skipped_before,
-    }
+    rate = hop.sample_rate
+    window_start_ms = hop.window_start_sample * 1000.0 / rate
+    return contracts.Hypothesis(
+        session_id=hop.session_id,
+        hop_seq=hop.hop_seq,
+        text=recognition.text,
+        words=stream_words(recognition, window_start_ms),
+        confidence=float(recognition.confidence),
+        window_start_ms=window_start_ms,
+        window_end_ms=window_start_ms + len(job.audio) * 1000.0 / rate,
+        is_final=hop.is_final,
+        beam=beam,
+        window_secs=hop.window_secs,
+        batch_size=batch_size,
+        control_level=control_level,
+        worker_id=worker_id,
+        first_capture_ts_ms=hop.first_capture_ts_ms,
+        ready_ts_ms=hop.ready_ts_ms,
+        hop_published_ts_ms=hop.published_ts_ms,
+        received_ts_ms=job.received_ts_ms,
+        batch_closed_ts_ms=batch_closed_ts_ms,
+        infer_start_ts_ms=infer_start_ts_ms,
+        infer_end_ts_ms=infer_end_ts_ms,
+        skipped_before=skipped_before,
+    )
 
 
 def infer_batch(
     recognizer: Transcriber, batch: Batch[HopJob], knobs: Knobs, worker_id: str, fault_slowdown: float = 1.0
-) -> list[contracts.Record]:
+) -> list[contracts.Hypothesis]:
     """One recognizer call for a closed batch; one hypothesis per hop with every latency timestamp.
 
     ``fault_slowdown`` (a TEST KNOB, 1 = off) sleeps (X-1) x the inference time afterwards and
@@ -212,7 +213,7 @@ class HopWorker:
         self.tracker = OffsetTracker()
         self.producer: Producer = make_producer(settings)
         self.dead_letters = DeadLetters(settings, self.producer, SERVICE)
-        self.consumer = Consumer(consumer_config(settings, self.group_id))
+        self.consumer = make_consumer(settings, self.group_id)
         self.control = ControlFollower(settings)
         policy: BatchPolicy[HopJob] = BatchPolicy(
             max_batch_size=settings.worker.max_batch_size,
@@ -223,7 +224,7 @@ class HopWorker:
             hop_period_s=settings.audio.hop_ms / 1000.0,
             arrival_slack_s=settings.worker.hop_arrival_slack_ms / 1000.0,
         )
-        self.batcher: MicroBatcher[HopJob, contracts.Record] = MicroBatcher(policy, self._run_batch)
+        self.batcher: MicroBatcher[HopJob, contracts.Hypothesis] = MicroBatcher(policy, self._run_batch)
         self._ready_logged = False
         self._assigned: set[tuple[str, int]] = set()
 
@@ -275,33 +276,33 @@ class HopWorker:
         topic, partition, offset = message.topic() or "", message.partition() or 0, message.offset() or 0
         self.tracker.register(topic, partition, offset)
         try:
-            hop = contracts.HOP.decode(message.value())
+            hop = contracts.Hop.decode(message.value())
             job = HopJob(hop, hop_audio(hop, self.settings.audio.sample_rate), received_ts_ms, message)
         except (contracts.ContractError, InvalidHop) as exc:
             self._dead_letter(message, str(exc), exc)
             return
         future = self.batcher.submit(
-            hop["session_id"], hop["hop_seq"], hop["is_final"], job, received_at=received_ts_ms / 1000.0
+            hop.session_id, hop.hop_seq, hop.is_final, job, received_at=received_ts_ms / 1000.0
         )
         future.add_done_callback(lambda done: self._on_done(job, done))
 
-    def _run_batch(self, batch: Batch[HopJob]) -> list[contracts.Record]:
+    def _run_batch(self, batch: Batch[HopJob]) -> list[contracts.Hypothesis]:
         """Runs on the inference thread: the batch through the recognizer at the beam in force, then metrics."""
         hypotheses = infer_batch(
             self.recognizer, batch, self.control.knobs, self.worker_id, self.settings.worker.fault_slowdown
         )
         for hypothesis in hypotheses:
-            received, closed = hypothesis["received_ts_ms"], hypothesis["batch_closed_ts_ms"]
-            kafka_wait = max(0.0, received - hypothesis["hop_published_ts_ms"])
+            received, closed = hypothesis.received_ts_ms, hypothesis.batch_closed_ts_ms
+            kafka_wait = max(0.0, received - hypothesis.hop_published_ts_ms)
             BATCH_WAIT.observe((closed - received) / 1000.0)
-            QUEUE_WAIT.observe((kafka_wait + hypothesis["infer_start_ts_ms"] - closed) / 1000.0)
+            QUEUE_WAIT.observe((kafka_wait + hypothesis.infer_start_ts_ms - closed) / 1000.0)
         if hypotheses:
-            GPU_INFER.observe((hypotheses[0]["infer_end_ts_ms"] - hypotheses[0]["infer_start_ts_ms"]) / 1000.0)
+            GPU_INFER.observe((hypotheses[0].infer_end_ts_ms - hypotheses[0].infer_start_ts_ms) / 1000.0)
         BATCH_SIZE.observe(len(batch))
         PROCESSED.inc(len(batch))
         return hypotheses
 
-    def _on_done(self, job: HopJob, future: Future[contracts.Record]) -> None:
+    def _on_done(self, job: HopJob, future: Future[contracts.Hypothesis]) -> None:
         """A hop's fate is known: publish its hypothesis, count its skip, or dead-letter it."""
         topic, partition, offset = job.coordinates
         error = future.exception()
@@ -310,15 +311,15 @@ class HopWorker:
             self.tracker.done(topic, partition, offset)
             return
         if error is not None:
-            log.error("inference failed for %s#%s: %s", job.hop["session_id"], job.hop["hop_seq"], error)
+            log.error("inference failed for %s#%s: %s", job.hop.session_id, job.hop.hop_seq, error)
             self._dead_letter(job.message, f"inference failed: {error}", error)
             return
         try:
-            value = contracts.HYPOTHESIS.encode(future.result())
+            value = future.result().encode()
         except contracts.ContractError as exc:
             self._dead_letter(job.message, str(exc), exc)
             return
-        self._produce(job.hop["session_id"], value, (topic, partition, offset))
+        self._produce(job.hop.session_id, value, (topic, partition, offset))
 
     def _produce(self, session_id: str, value: bytes, source: tuple[str, int, int]) -> None:
         def on_delivery(error: KafkaError | None, _message: Message) -> None:
@@ -382,6 +383,7 @@ class HopWorker:
             log.info(
                 "worker %s ready: consuming %s in group %s", self.worker_id, self.settings.topics.hops, self.group_id
             )
+            announce_ready(SERVICE)
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._commit(asynchronous=False)

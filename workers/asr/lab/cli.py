@@ -1,4 +1,4 @@
-"""``hopline asr synth|train|eval`` and ``hopline bench stitching``: the recognizer's training lab.
+"""``hopline asr synth|train|eval`` and ``hopline bench asr``: the recognizer's training lab.
 
 Kept import-light like every CLI module: torch and the engine load inside the handlers. Also
 runnable alone (``python -m workers.asr.lab.cli asr train ...``) on a GPU box used only for training.
@@ -19,7 +19,7 @@ from workers.asr.cli import asr_commands, entry, load_recognizer
 
 
 def register(commands: Any, bench: Any) -> None:
-    """Add the lab's sub-commands to ``asr`` (created by the runtime CLI) and ``stitching`` to ``bench``."""
+    """Add the lab's sub-commands to ``asr`` and ``asr`` to ``bench``."""
     sub = asr_commands(commands)
     p = sub.add_parser("synth", help="synthesize the espeak-ng corpus (train, held-out, out-of-domain)")
     p.add_argument("--out", type=Path, default=Path("data/corpus"))
@@ -48,19 +48,6 @@ def register(commands: Any, bench: Any) -> None:
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(handler=entry(_eval))
-
-    bench_stitching = bench.add_parser(
-        "stitching",
-        help="real recognizer on rolling windows of the bundled samples: stitched WER vs whole-utterance WER",
-        description="Cuts each sample into the windower's rolling windows, recognizes every window, stitches "
-        "the hypotheses like the assembler and compares the finals' WER with one decode of the whole "
-        "utterance; prints how long (in audio time) after a word ends it is first shown and committed. "
-        "The window is HOPLINE_AUDIO__WINDOW_SECS (1.28; 0.96 is the controller's shrunk window).",
-    )
-    bench_stitching.add_argument("--samples", type=int, default=5, help="how many bundled samples (default 5)")
-    bench_stitching.add_argument("--beam", type=int, choices=(1, 2, 4), default=4, help="beam width (default 4)")
-    bench_stitching.add_argument("--json", action="store_true", help="print one JSON object")
-    bench_stitching.set_defaults(handler=_bench_stitching)
     p = bench.add_parser("asr", help="recognizer latency on 1.28 s windows, batch 8 and 1, per beam")
     p.add_argument("--checkpoint", type=Path, default=None)
     p.add_argument("--device", default="auto")
@@ -147,19 +134,6 @@ def _eval(args: argparse.Namespace) -> None:
         )
     if "wer_ood" in result:
         print(f"out-of-domain sentences   {4:>4}  {result['wer_ood']:>5}   {result['cer_ood']:>5}")
-
-
-def _bench_stitching(args: argparse.Namespace, settings: Settings) -> int:
-    import json
-
-    from pipeline.errors import CliError
-    from workers.asr.lab.stitching_bench import format_report, run_bench
-
-    if args.samples < 1:
-        raise CliError("--samples must be at least 1")
-    summary, results = run_bench(settings, samples=args.samples, beam=args.beam)
-    print(json.dumps(summary) if args.json else format_report(summary, results))
-    return 0
 
 
 def _bench(args: argparse.Namespace) -> None:

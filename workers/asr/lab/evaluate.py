@@ -13,22 +13,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from pipeline.observe.wer import edit_distance
 from workers.asr.audio import SAMPLE_RATE, resample, telephone
 from workers.asr.lab.synth import load_split
 from workers.asr.recognizer import Recognizer
 
 WINDOW_S = 1.28
 HOP_S = 0.64
-
-
-def edit_distance(ref: list[str] | str, hyp: list[str] | str) -> int:
-    prev = list(range(len(hyp) + 1))
-    for i, r in enumerate(ref, 1):
-        cur = [i] + [0] * len(hyp)
-        for j, h in enumerate(hyp, 1):
-            cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (r != h))
-        prev = cur
-    return prev[-1]
 
 
 def error_rates(refs: list[str], hyps: list[str]) -> tuple[float, float]:

@@ -1,0 +1,94 @@
+"""The demo's pure parts: samples, session plans, word-emission latency."""
+
+import json
+import wave
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipeline.demo.service import (
+    GAP_S,
+    MODEL_RATE,
+    Received,
+    SessionPlan,
+    Utterance,
+    load_samples,
+    plan_sessions,
+    word_emission_latencies,
+)
+from pipeline.errors import CliError
+
+
+def utterance(seconds: float, text: str) -> Utterance:
+    return Utterance(np.ones(int(seconds * MODEL_RATE), dtype=np.int16), text, text)
+
+
+def test_sessions_rotate_samples_fill_the_duration_and_some_are_phone_calls() -> None:
+    samples = [utterance(2.0, "one"), utterance(3.0, "two"), utterance(1.0, "three")]
+    plans = plan_sessions(samples, sessions=10, duration_s=None, run_id="r")
+    assert [p.reference for p in plans[:4]] == ["one", "two", "three", "one"]
+    assert [p.codec for p in plans].count("mulaw") == 2
+    assert plan_sessions(samples, sessions=2, duration_s=None, run_id="r")[1].codec == "mulaw"
+    assert all(p.sample_rate == 8000 for p in plans if p.codec == "mulaw")
+    assert len({p.session_id for p in plans}) == 10
+    long = plan_sessions(samples, sessions=2, duration_s=7.5, run_id="r")
+    assert long[0].reference == "one two three"
+    assert len(long[0].audio()) == int((6.0 + 3 * GAP_S) * MODEL_RATE)
+    assert long[1].reference == "two three one"
+
+
+def test_samples_load_from_the_manifest_resampled_to_16k_with_word_times(tmp_path: Path) -> None:
+    with wave.open(str(tmp_path / "a.wav"), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(8000)
+        out.writeframes(np.arange(800, dtype="<i2").tobytes())
+    words = [{"word": "hello", "start_s": 0.0, "end_s": 0.04}, {"word": "there", "start_s": 0.04, "end_s": 0.09}]
+    manifest = {"samples": [{"file": "a.wav", "text": "Hello there", "words": words}, {"file": "a.wav", "text": "hi"}]}
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    timed, untimed = load_samples(tmp_path)
+    assert timed.text == "Hello there" and len(timed.audio) == 1600
+    assert timed.word_ends_s == (0.04, 0.09) and untimed.word_ends_s == ()
+
+
+def test_missing_or_broken_samples_are_one_line_errors(tmp_path: Path) -> None:
+    with pytest.raises(CliError, match=r"manifest\.json"):
+        load_samples(tmp_path)
+    (tmp_path / "manifest.json").write_text(json.dumps({"samples": [{"file": "absent.wav", "text": "x"}]}))
+    with pytest.raises(CliError, match="no such file"):
+        load_samples(tmp_path)
+    (tmp_path / "manifest.json").write_text(json.dumps([{"file": "a.wav"}]))
+    with pytest.raises(CliError, match="cannot read"):
+        load_samples(tmp_path)
+
+
+def test_the_bundled_samples_carry_word_times() -> None:
+    samples = load_samples()
+    assert samples and all(len(s.word_ends_s) == len(s.text.split()) for s in samples)
+
+
+def test_word_emission_counts_correct_words_from_their_end_to_first_appearance() -> None:
+    clip = Utterance(np.zeros(MODEL_RATE, dtype=np.int16), "two large fries", "c", word_ends_s=(0.3, 0.6, 0.9))
+    plan = SessionPlan("s", (clip, clip), "pcm16", MODEL_RATE)
+    start = 1_000_000.0
+    second = (1.0 + GAP_S) * 1000.0  # the second utterance starts after the first and its gap
+
+    def got(at_ms: float, kind: str, segment: int, text: str) -> Received:
+        hop_seq = 3
+        return Received(start + at_ms, kind, segment, text, start + hop_seq * 160.0, hop_seq)
+
+    received = [
+        got(500, "partial", 0, "two"),
+        got(800, "partial", 0, "two large"),
+        got(1200, "final", 0, "two large fries"),
+        got(second + 700, "partial", 1, "two larch"),
+        got(second + 1100, "final", 1, "two larch fries"),
+    ]
+    latencies = word_emission_latencies(plan, received, hop_ms=160.0)
+    assert latencies == pytest.approx([200.0, 200.0, 300.0, 400.0, 200.0]), "'large' of the second is wrong"
+
+
+def test_word_emission_needs_word_times() -> None:
+    plan = SessionPlan("s", (utterance(1.0, "hello"),), "pcm16", MODEL_RATE)
+    assert word_emission_latencies(plan, [Received(1.0, "final", 0, "hello", 0.0, 0)], 160.0) == []
