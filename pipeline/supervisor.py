@@ -17,8 +17,9 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
+from typing import Any
 
-from pipeline.ready import ready_service
+from pipeline.ready import ready_service, stats_of
 from pipeline.settings import Settings
 
 
@@ -41,6 +42,8 @@ class ServiceProcess:
         #: The name in the ready line this process waits for; the command's name unless given.
         self.service = service or (args[0] if args else "hopline")
         self.lines: list[str] = []
+        #: The service's produce figures from its ``HOPLINE-STATS`` line, once it has exited.
+        self.stats: dict[str, Any] = {}
         self._on_line = on_line
         self._ready = threading.Event()
         child_env = {**os.environ, **settings.to_env(), **(env or {}), "PYTHONUNBUFFERED": "1"}
@@ -67,6 +70,9 @@ class ServiceProcess:
                 self._on_line(line)
             if ready_service(line) == self.service:
                 self._ready.set()
+            stats = stats_of(line)
+            if stats is not None and stats[0] == self.service:
+                self.stats = stats[1]
 
     @property
     def output(self) -> str:

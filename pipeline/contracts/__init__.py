@@ -8,6 +8,7 @@ from pipeline.contracts.codec import (
     HOP,
     HYPOTHESIS,
     LATENCY,
+    PROBE,
     TRANSCRIPT,
     Contract,
     ContractError,
@@ -17,6 +18,7 @@ from pipeline.contracts.codec import (
 )
 from pipeline.contracts.records import (
     AudioFrame,
+    BrokerProbe,
     ControlCommand,
     DeadLetter,
     Hop,
@@ -34,8 +36,10 @@ __all__ = [
     "HOP",
     "HYPOTHESIS",
     "LATENCY",
+    "PROBE",
     "TRANSCRIPT",
     "AudioFrame",
+    "BrokerProbe",
     "Contract",
     "ContractError",
     "ControlCommand",

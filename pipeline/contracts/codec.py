@@ -88,6 +88,7 @@ TRANSCRIPT = Contract.load("transcript")
 LATENCY = Contract.load("latency_event")
 CONTROL = Contract.load("control_command")
 DEAD_LETTER = Contract.load("dead_letter")
+PROBE = Contract.load("broker_probe")
 
-ALL = (FRAME, HOP, HYPOTHESIS, TRANSCRIPT, LATENCY, CONTROL, DEAD_LETTER)
+ALL = (FRAME, HOP, HYPOTHESIS, TRANSCRIPT, LATENCY, CONTROL, DEAD_LETTER, PROBE)
 _NAMES_BY_FINGERPRINT = {c.fingerprint: c.name for c in ALL}

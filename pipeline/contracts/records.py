@@ -20,6 +20,7 @@ from pipeline.contracts.codec import (
     HOP,
     HYPOTHESIS,
     LATENCY,
+    PROBE,
     TRANSCRIPT,
     Contract,
     Record,
@@ -218,3 +219,16 @@ class DeadLetter(_Message):
     error_type: str
     service: str
     failed_ts_ms: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class BrokerProbe(_Message):
+    """``broker_probe.avsc``: a transport heartbeat, read back by the prober that sent it. Key: prober."""
+
+    contract: ClassVar[Contract] = PROBE
+
+    prober: str
+    seq: int
+    sent_ts_ms: float
+    previous_rtt_ms: float
+    lookup_ms: float

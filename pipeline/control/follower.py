@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from typing import Any
 
 from confluent_kafka import KafkaError
 
@@ -35,7 +36,8 @@ class ControlFollower:
         self._knobs = ladder(settings)[0]
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._consumer = open_reader(settings, "control-follower", [settings.topics.control])
+        background: dict[str, Any] = {"fetch.wait.max.ms": settings.kafka.background_fetch_wait_max_ms}
+        self._consumer = open_reader(settings, "control-follower", [settings.topics.control], **background)
         self._thread = threading.Thread(target=self._run, name="control-follower", daemon=True)
 
     @property

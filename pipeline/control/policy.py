@@ -15,8 +15,13 @@ The policy keeps the latency events of the last ``window_s`` seconds and walks t
   ``e2e_recover_fraction`` of the target for ``recover_hold_s`` (hysteresis: no flapping).
 - **No decision on thin evidence**: fewer than ``min_events`` events in the window, or
   fewer than that many hops cut at the current level for the e2e rule.
+- **Hold on a transport alarm.** When the broker probe's verdict (:mod:`pipeline.observe.probe`)
+  says the transport is slow, a raise either rule wants is withheld: a slow broker is not fixed
+  by lower quality, and degrading for it costs accuracy for nothing. The level holds (stepping
+  down stays allowed) and :attr:`ControlPolicy.hold` names the raise withheld, with the probe's
+  figures. Without a verdict (no probe, or too few measurements) the rules above apply unchanged.
 
-Every :class:`Decision` carries its reason and the metric values behind it.
+Every :class:`Decision` (and :class:`TransportHold`) carries its reason and the metric values behind it.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from typing import Literal
 from pipeline import contracts
 from pipeline.control.ladder import Knobs, ladder
 from pipeline.observe.latency import MEASURES, measures, percentile
+from pipeline.observe.probe import ProbeVerdict
 from pipeline.settings import Settings
 
 Direction = Literal["raise", "lower"]
@@ -94,6 +100,31 @@ class Decision:
         return self.knobs.level
 
 
+@dataclass(frozen=True)
+class TransportHold:
+    """A raise withheld because the broker probe says the transport is slow: the level stays."""
+
+    withheld: Decision
+    probe: ProbeVerdict
+
+    @property
+    def level(self) -> int:
+        """The level that holds."""
+        return self.withheld.previous_level
+
+    @property
+    def reason(self) -> str:
+        return (
+            f"transport alarm ({self.probe.reason}): holding level {self.level} instead of raising to "
+            f"{self.withheld.level} on {self.withheld.reason}"
+        )
+
+    @property
+    def metrics(self) -> dict[str, float]:
+        """The latency figures that would have raised, the probe's figures and the level withheld."""
+        return {**self.withheld.metrics, **self.probe.as_metrics(), "withheld_level": float(self.withheld.level)}
+
+
 class ControlPolicy:
     """Sliding-window percentiles and the ladder walk; feed :meth:`observe`, call :meth:`evaluate` per tick."""
 
@@ -107,6 +138,8 @@ class ControlPolicy:
         self._samples: deque[Sample] = deque()
         self._last_change_s = clock()
         self._recovering_since_s: float | None = None
+        #: The raise withheld by the last :meth:`evaluate` on a transport alarm, else None.
+        self.hold: TransportHold | None = None
 
     @property
     def level(self) -> int:
@@ -138,9 +171,14 @@ class ControlPolicy:
         thresholds = self._config.raise_queue_wait_ms
         return thresholds[min(level, len(thresholds)) - 1]
 
-    def evaluate(self) -> Decision | None:
-        """One tick: a :class:`Decision` when the level changes, else None."""
+    def evaluate(self, transport: ProbeVerdict | None = None) -> Decision | None:
+        """One tick: a :class:`Decision` when the level changes, else None.
+
+        ``transport``: the broker probe's current verdict, if any; while it says the transport is
+        slow, a raise is withheld and kept in :attr:`hold` instead (see the module's rules).
+        """
         now = self._clock()
+        self.hold = None
         self._prune(now)
         stats = WindowStats.of(self._samples)
         if stats.events < self._config.min_events:
@@ -150,7 +188,9 @@ class ControlPolicy:
         queue_wait = stats.p95["queue_wait"]
         decision = self._raise_on_queue_wait(queue_wait, metrics) or self._raise_on_e2e(now, metrics)
         if decision is not None:
-            return self._apply(decision, now)
+            if transport is None or not transport.transport_slow:
+                return self._apply(decision, now)
+            self.hold = TransportHold(withheld=decision, probe=transport)
         return self._maybe_step_down(now, queue_wait, stats.p95["e2e"], metrics)
 
     def _raise_on_queue_wait(self, queue_wait_p95: float, metrics: dict[str, float]) -> Decision | None:

@@ -10,6 +10,13 @@ pipeline to full quality under load.
 Offsets are never committed and a new group starts at the end of the topic: only the last
 ``window_s`` of events matter, so a restarted controller must not replay old load. Events
 older than the window (by their ``event_ts_ms``) are dropped for the same reason.
+
+A :class:`~pipeline.observe.prober.BrokerProber` runs inside the controller (``probe.enabled``);
+its verdict goes into every evaluation, and while it says the transport is slow the policy
+withholds raises (a slow broker is not fixed by lower quality). Each withheld raise is one
+``decision {"direction":"hold",...}`` WARNING line with the probe's figures and the latency figures
+that would have raised, and counts in ``hopline_controller_transport_holds_total``; no command is
+published. Without the probe topic the controller runs as before, without the probe.
 """
 
 from __future__ import annotations
@@ -20,19 +27,22 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from confluent_kafka import KafkaError, Message
+from confluent_kafka import KafkaError, KafkaException, Message
 from prometheus_client import Counter, Gauge
 
 from pipeline import contracts
 from pipeline.clock import now_ms
 from pipeline.control.ladder import GLOBAL_SCOPE, command_record
-from pipeline.control.policy import ControlPolicy, Decision
+from pipeline.control.policy import ControlPolicy, Decision, TransportHold
+from pipeline.errors import CliError
 from pipeline.kafka.clients import make_consumer, make_producer
 from pipeline.kafka.dead_letters import DeadLetters
+from pipeline.kafka.produce_stats import PRODUCE_STATS
 from pipeline.kafka.readers import read_to_end
 from pipeline.observe.latency import MEASURES
 from pipeline.observe.metrics import serve_metrics
-from pipeline.ready import announce_ready
+from pipeline.observe.prober import BrokerProber
+from pipeline.ready import announce_ready, announce_stats
 from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -46,6 +56,10 @@ COMPONENT_P95 = Gauge(
 )
 WINDOW_EVENTS = Gauge("hopline_controller_window_events", "Latency events in the sliding window.")
 EVENTS = Counter("hopline_controller_events_total", "Latency events consumed, by outcome.", ["outcome"])
+TRANSPORT_HOLDS = Counter(
+    "hopline_controller_transport_holds_total", "Raises withheld on a transport alarm (one per level withheld)."
+)
+TRANSPORT_HOLDING = Gauge("hopline_controller_transport_hold", "1 while a raise is withheld on a transport alarm.")
 
 
 def last_command(settings: Settings, scope: str = GLOBAL_SCOPE) -> contracts.ControlCommand | None:
@@ -85,6 +99,33 @@ def decision_line(seq: int, decision: Decision) -> str:
     )
 
 
+def hold_line(seq: int, hold: TransportHold) -> str:
+    """The structured line of a raise withheld on a transport alarm (nothing published: ``seq`` is the last)."""
+    return "decision " + json.dumps(
+        {
+            "seq": seq,
+            "direction": "hold",
+            "from_level": hold.level,
+            "level": hold.level,
+            "withheld_level": hold.withheld.level,
+            "reason": hold.reason,
+            "metrics": hold.metrics,
+        },
+        separators=(",", ":"),
+    )
+
+
+def start_prober(settings: Settings) -> BrokerProber | None:
+    """The controller's broker prober, started; None when it is off or cannot start (logged)."""
+    if not settings.probe.enabled:
+        return None
+    try:
+        return BrokerProber(settings, SERVICE).start()
+    except (CliError, KafkaException) as exc:
+        log.warning("broker probe off (create the topics with `hopline topics create`): %s", exc)
+        return None
+
+
 class Controller:
     """The service: one consumer, one producer, one policy; :meth:`run` until SIGTERM."""
 
@@ -98,9 +139,15 @@ class Controller:
         self._clock = clock
         self._producer = make_producer(settings)
         self._dead_letters = DeadLetters(settings, self._producer, "controller")
-        self._consumer = make_consumer(settings, f"{settings.app_id}-controller", **{"auto.offset.reset": "latest"})
+        self._consumer = make_consumer(
+            settings,
+            f"{settings.app_id}-controller",
+            **{"auto.offset.reset": "latest", "fetch.wait.max.ms": settings.kafka.background_fetch_wait_max_ms},
+        )
         self._ready_announced = False
         self._consumer.subscribe([settings.topics.latency], on_assign=self._on_assign)
+        self.prober = start_prober(settings)
+        self._withheld_level: int | None = None
         LEVEL.set(level)
         log.info("controller starting at level %d after seq %d", level, self.seq)
 
@@ -131,8 +178,9 @@ class Controller:
         self.policy.observe(event)
 
     def tick(self) -> Decision | None:
-        """Evaluate the policy; publish, log and count a level change."""
-        decision = self.policy.evaluate()
+        """Evaluate the policy; publish, log and count a level change; log and count a raise withheld."""
+        decision = self.policy.evaluate(self.prober.verdict() if self.prober is not None else None)
+        self._note_hold(self.policy.hold)
         stats = self.policy.stats()
         WINDOW_EVENTS.set(stats.events)
         if stats.events:
@@ -154,6 +202,15 @@ class Controller:
         log.info(decision_line(self.seq, decision))
         return decision
 
+    def _note_hold(self, hold: TransportHold | None) -> None:
+        """One line and one count per level withheld, not one per tick."""
+        TRANSPORT_HOLDING.set(0 if hold is None else 1)
+        withheld = None if hold is None else hold.withheld.level
+        if hold is not None and withheld != self._withheld_level:
+            TRANSPORT_HOLDS.inc()
+            log.warning(hold_line(self.seq, hold))
+        self._withheld_level = withheld
+
     def run(self) -> None:
         """Poll and tick until interrupted (SIGTERM arrives as KeyboardInterrupt)."""
         tick_s = self._settings.controller.tick_s
@@ -172,6 +229,8 @@ class Controller:
             self._producer.poll(0)
 
     def close(self) -> None:
+        if self.prober is not None:
+            self.prober.close()
         self._consumer.close()
         self._producer.flush(5)
 
@@ -190,4 +249,5 @@ def run_controller(settings: Settings) -> int:
         log.info("controller stopping at level %d (seq %d)", controller.policy.level, controller.seq)
     finally:
         controller.close()
+        announce_stats(SERVICE, PRODUCE_STATS.summary())
     return 0

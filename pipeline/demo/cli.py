@@ -11,7 +11,8 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
     demo = commands.add_parser(
         "demo",
         help="run broker, windower, worker, assembler and controller; stream sample sessions; report",
-        description="Starts the embedded broker and every service as child processes, streams the bundled "
+        description="Starts the embedded broker (or, with --bootstrap-servers, uses that Kafka, e.g. Apache Kafka "
+        "from docker-compose.yml on 127.0.0.1:29092) and every service as child processes, streams the bundled "
         "samples as concurrent real-time sessions (two in ten as 8 kHz mu-law), prints progress every second, "
         "then the latency report (p50/p95 per component), example transcripts with WER, and the services' "
         "exit codes after SIGTERM.",
@@ -50,4 +51,5 @@ def _run_demo(args: argparse.Namespace, settings: Settings) -> int:
         as_json=args.json,
         samples_dir=args.samples,
         plot=args.plot,
+        external_broker=args.bootstrap_servers is not None,
     )

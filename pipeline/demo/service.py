@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import sys
 import threading
 import time
@@ -31,7 +32,8 @@ from pipeline.control.follower import ControlFollower
 from pipeline.demo import SAMPLES_DIR
 from pipeline.errors import CliError
 from pipeline.ingress.service import AudioProducer, AudioStream
-from pipeline.kafka.broker import EmbeddedBroker
+from pipeline.kafka.broker import broker_for, embedded_broker_warning
+from pipeline.kafka.produce_stats import PRODUCE_STATS
 from pipeline.kafka.readers import open_reader
 from pipeline.kafka.topics import create_topics
 from pipeline.observe.latency import percentile
@@ -44,8 +46,9 @@ from pipeline.observe.report import (
     plot_breakdown,
     read_decisions,
     read_events,
+    read_probes,
 )
-from pipeline.observe.wer import matched_reference_words, normalize, word_errors
+from pipeline.observe.wer import align, matched_reference_words, normalize, word_errors
 from pipeline.settings import Settings
 from pipeline.supervisor import ServiceFailed, ServiceProcess, stop_all
 
@@ -278,12 +281,16 @@ class TranscriptClient:
         self._consumer.close()
 
 
-def word_emission_latencies(plan: SessionPlan, received: Sequence[Received], hop_ms: float) -> list[float]:
+def word_emission_latencies(
+    plan: SessionPlan, received: Sequence[Received], hop_ms: float, slack: int = 20
+) -> list[float]:
     """Per correctly transcribed word: ms from the word's end in the stream to its first appearance at the client.
 
     A word counts when the final transcript has it right; it "appears" in the first transcript
-    (partial or final) whose words, after the session's earlier finals, align it correctly. The
-    stream's start is recovered from the hops: hop k's first frame was captured at start + k x hop.
+    (partial or final) whose words align it correctly. A segment's transcripts are aligned with
+    the reference from where the session's earlier finals end (``slack`` words of room), so the
+    work per transcript stays small however long the session is. The stream's start is recovered
+    from the hops: hop k's first frame was captured at start + k x hop.
     """
     reference = plan.timed_reference()
     if reference is None or not received:
@@ -291,18 +298,23 @@ def word_emission_latencies(plan: SessionPlan, received: Sequence[Received], hop
     words = [word for word, _ in reference]
     start_ms = min(r.first_capture_ts_ms - r.hop_seq * hop_ms for r in received)
     finals: dict[int, list[str]] = {}
+    covered_after: dict[int, int] = {}  # segment -> reference words its final and the earlier ones cover
     first_seen: dict[int, float] = {}
-    previous: list[str] | None = None
+    previous: tuple[int, list[str]] | None = None
     for record in sorted(received, key=lambda r: r.received_ms):
-        earlier = [w for segment in sorted(finals) if segment < record.segment for w in finals[segment]]
-        hypothesis = earlier + normalize(record.text)
+        earlier = [segment for segment in covered_after if segment < record.segment]
+        base = covered_after[max(earlier)] if earlier else 0
+        segment_words = normalize(record.text)
+        window = words[base : base + 2 * len(segment_words) + slack]
+        matched, covered = align(window, segment_words, prefix=True)
         if record.kind == "final":
-            finals[record.segment] = normalize(record.text)
-        if hypothesis == previous:
+            finals[record.segment] = segment_words
+            covered_after[record.segment] = base + covered
+        if previous == (record.segment, segment_words):
             continue
-        previous = hypothesis
-        for index in matched_reference_words(words, hypothesis, prefix=True):
-            first_seen.setdefault(index, record.received_ms)
+        previous = (record.segment, segment_words)
+        for index in matched:
+            first_seen.setdefault(base + index, record.received_ms)
     final_words = [w for segment in sorted(finals) for w in finals[segment]]
     correct = matched_reference_words(words, final_words)
     return [first_seen[i] - (start_ms + reference[i][1] * 1000.0) for i in sorted(correct) if i in first_seen]
@@ -316,6 +328,8 @@ class RunOptions:
     controller: bool = True
     samples_dir: Path = SAMPLES_DIR
     ready_timeout_s: float = 180.0
+    #: Use the settings' bootstrap servers (Apache Kafka) instead of starting an embedded broker.
+    external_broker: bool = False
 
 
 @dataclass
@@ -334,9 +348,12 @@ class DemoResult:
     exit_codes: dict[str, int | None]
     streamed_s: float
     refused_sessions: int
+    over_time: dict[str, Any]
+    produce: dict[str, dict[str, Any]]
 
     def figures(self) -> dict[str, Any]:
         figures = self.report.figures()
+        produce = self.produce
         levels = [d.level for d in self.report.decisions]
         figures.update(
             {
@@ -356,6 +373,13 @@ class DemoResult:
                 "streamed_s": round(self.streamed_s, 1),
                 "refused_sessions": self.refused_sessions,
                 "exit_codes": self.exit_codes,
+                **self.over_time,
+                "produce_batches_per_s": round(
+                    sum(s.get("produce_batches_per_s", 0.0) for s in self.produce.values()), 1
+                ),
+                "produce_batches_per_s_by_service": {
+                    role: s.get("produce_batches_per_s") for role, s in sorted(produce.items())
+                },
                 **{f"settled_{key}": value for key, value in self.settled.items()},
             }
         )
@@ -422,13 +446,15 @@ def run_demo(settings: Settings, options: RunOptions, say: Callable[[str], None]
     run_id = uuid.uuid4().hex[:6]
     plans = plan_sessions(samples, options.sessions, options.duration_s, run_id)
     settings = settings.override(worker={"fault_slowdown": options.slowdown})
-    with EmbeddedBroker(settings.broker.host, 0, settings.broker.start_timeout_s) as broker:
-        settings = settings.override(
-            kafka={"bootstrap_servers": broker.bootstrap_servers}, topics={"prefix": f"demo{run_id}"}
-        )
+    with broker_for(settings, options.external_broker) as bootstrap:
+        topics: dict[str, Any] = {"prefix": f"demo{run_id}"}
+        if not options.external_broker:
+            topics["partitions"] = settings.broker.topic_partitions
+        settings = settings.override(kafka={"bootstrap_servers": bootstrap}, topics=topics)
         create_topics(settings)
         say(
-            f"hopline demo: broker {broker.bootstrap_servers}, {len(plans)} sessions "
+            f"hopline demo: {'Kafka' if options.external_broker else 'embedded broker'} {bootstrap}, "
+            f"{settings.topics.partitions} partitions, {len(plans)} sessions "
             f"({sum(p.codec == 'mulaw' for p in plans)} as 8 kHz mu-law), slowdown {options.slowdown:g}x, "
             f"controller {'on' if options.controller else 'off'}"
         )
@@ -437,6 +463,7 @@ def run_demo(settings: Settings, options: RunOptions, say: Callable[[str], None]
         follower = ControlFollower(settings).start()
         producer = AudioProducer(settings, control=follower)
         exit_codes: dict[str, int | None] = {}
+        produce: dict[str, dict[str, Any]] = {}
         try:
             with running_services(settings, options, say) as services:
                 _warm_up(producer, warm_up, client, say)
@@ -445,8 +472,10 @@ def run_demo(settings: Settings, options: RunOptions, say: Callable[[str], None]
                 )
                 _drain(client, say)
             exit_codes = {role: service.process.returncode for role, service in services.items()}
+            produce = {role: service.stats for role, service in services.items()}
         finally:
             delivery = producer.close()
+            produce["producer (demo)"] = PRODUCE_STATS.summary()
             del producer  # destroy the client before the broker stops, not after
             follower.close()
             client.close()
@@ -454,10 +483,22 @@ def run_demo(settings: Settings, options: RunOptions, say: Callable[[str], None]
             say(f"frames: {delivery.failed} failed, {delivery.pending} undelivered: {delivery.errors[:3]}")
         events, invalid = read_events(settings, None)
         events = [e for e in events if e.session_id != warm_up.session_id]
-        report = build_report(events, read_decisions(settings, None), invalid)
+        probes = read_probes(settings, None)
+        report = build_report(events, read_decisions(settings, None), invalid, probes, settings.probe)
         admitted = [plan for plan in plans if plan.session_id not in refused]
         return _result(
-            options, report, events, client, admitted, exit_codes, streamed_s, stream_start_ms, len(refused), settings
+            options,
+            report,
+            events,
+            client,
+            admitted,
+            exit_codes,
+            produce,
+            probes,
+            streamed_s,
+            stream_start_ms,
+            len(refused),
+            settings,
         )
 
 
@@ -546,6 +587,8 @@ def _result(
     client: TranscriptClient,
     plans: Sequence[SessionPlan],
     exit_codes: dict[str, int | None],
+    produce: dict[str, dict[str, Any]],
+    probes: Sequence[contracts.BrokerProbe],
     streamed_s: float,
     stream_start_ms: float,
     refused: int,
@@ -583,7 +626,33 @@ def _result(
         exit_codes=exit_codes,
         streamed_s=streamed_s,
         refused_sessions=refused,
+        over_time=over_time(events, probes, stream_start_ms, stream_start_ms + streamed_s * 1000.0),
+        produce=produce,
     )
+
+
+def over_time(
+    events: Sequence[contracts.LatencyEvent],
+    probes: Sequence[contracts.BrokerProbe],
+    start_ms: float,
+    end_ms: float,
+    span_s: float = 60.0,
+) -> dict[str, Any]:
+    """Does the pipeline last? e2e p95 of the first and the last ``span_s`` of streaming and per span, and the
+    broker probe's round-trip p95 over the last ``span_s``."""
+    span_ms = span_s * 1000.0
+    last_rtts = [p.previous_rtt_ms for p in probes if p.previous_rtt_ms >= 0 and p.sent_ts_ms >= end_ms - span_ms]
+
+    def p95(low: float, high: float) -> float | None:
+        return _rounded(percentile([e.e2e_ms for e in events if low <= e.event_ts_ms < high], 95))
+
+    spans = max(1, math.ceil((end_ms - start_ms) / span_ms))
+    return {
+        "e2e_ms_p95_first_60s": p95(start_ms, start_ms + span_ms),
+        "e2e_ms_p95_last_60s": p95(end_ms - span_ms, end_ms),
+        "e2e_ms_p95_per_minute": [p95(start_ms + i * span_ms, start_ms + (i + 1) * span_ms) for i in range(spans)],
+        "broker_probe_ms_p95_last_60s": _rounded(percentile(last_rtts, 95)),
+    }
 
 
 def format_result(result: DemoResult, examples: int = 4) -> str:
@@ -607,6 +676,13 @@ def format_result(result: DemoResult, examples: int = 4) -> str:
             f"after the first {SETTLE_S:.0f} s: queue_wait p95 {settled['queue_wait_ms_p95']} ms, "
             f"e2e p95 {settled['e2e_ms_p95']} ms ({settled['events']:.0f} hops)"
         )
+    per_minute = result.over_time["e2e_ms_p95_per_minute"]
+    if len(per_minute) > 1:
+        minutes = ", ".join(_ms(math.nan if v is None else v) for v in per_minute)
+        lines.append(f"e2e p95 per minute of streaming: {minutes}")
+    figures = result.figures()
+    by_service = ", ".join(f"{role} {rate}" for role, rate in figures["produce_batches_per_s_by_service"].items())
+    lines.append(f"record batches produced: {figures['produce_batches_per_s']}/s ({by_service})")
     if result.refused_sessions:
         lines.append(f"admission control refused {result.refused_sessions} sessions")
     lines.append(f"transcripts (WER over all {len(result.examples)} sessions: {100 * result.wer:.1f}%):")
@@ -663,6 +739,7 @@ def run_demo_command(
     as_json: bool,
     samples_dir: str | None = None,
     plot: str | None = None,
+    external_broker: bool = False,
 ) -> int:
     if sessions < 1:
         raise CliError("--sessions must be at least 1")
@@ -676,7 +753,12 @@ def run_demo_command(
         slowdown=slowdown,
         controller=controller,
         samples_dir=Path(samples_dir) if samples_dir else SAMPLES_DIR,
+        external_broker=external_broker,
     )
+    if not external_broker and duration_s is not None:
+        warning = embedded_broker_warning(sessions, duration_s)
+        if warning:
+            print(f"hopline demo: warning: {warning}", file=sys.stderr)
     if compare_slowdown is not None:
         runs = [
             _run_checked(settings, replace(options, slowdown=compare_slowdown, controller=with_controller))

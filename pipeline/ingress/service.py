@@ -8,8 +8,10 @@
 * paced in real time (``capture_ts_ms`` = wall time the frame's audio starts; the frame is
   sent when its audio ends, as a live gateway would) or as fast as possible (capture times
   still advance 20 ms per frame from the start);
-* several sessions at once from one thread (:meth:`AudioProducer.stream_many`, starts
-  spread over one frame so they do not all send in the same millisecond);
+* several sessions at once from one thread (:meth:`AudioProducer.stream_many`) on one shared
+  20 ms tick: the frames due in a tick are produced back to back, so librdkafka's linger puts
+  each partition's frames of the tick in one record batch (the embedded broker's cost follows
+  the number of stored batches; ``hopline demo`` reports batches/s per service);
 * idempotent confluent-kafka producer; every delivery is confirmed by callback, failures
   are counted and logged, :meth:`AudioProducer.close` flushes and reports what is still
   undelivered, so nothing is lost silently;
@@ -148,10 +150,9 @@ class AudioProducer:
         # first frames of every session by the framing time (~0.3 s for 10 x 20 s on 2 busy cores).
         payloads = [self.frames_of(stream) for stream in streams]
         start_ms = self._clock() * 1000.0
-        spread = self._frame_ms / max(len(streams), 1)
         queue: list[tuple[float, int, _Session]] = []
         for index, (stream, frames) in enumerate(zip(streams, payloads, strict=True)):
-            session = _Session(stream, frames, start_ms + index * spread)
+            session = _Session(stream, frames, start_ms)
             heapq.heappush(queue, (session.start_ms + self._frame_ms, index, session))
         sent: dict[str, int] = {}
         refused: set[str] = set()

@@ -13,6 +13,7 @@ from typing import Any
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient
 
+from pipeline.kafka.produce_stats import PRODUCE_STATS
 from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -35,8 +36,15 @@ def producer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
         "message.max.bytes": 4 * 1024 * 1024,
         "logger": LIBRDKAFKA_LOG,
     }
+    if kafka.statistics_interval_ms:
+        config.update({"statistics.interval.ms": kafka.statistics_interval_ms, "stats_cb": stats_callback})
     config.update(overrides)
     return config
+
+
+def stats_callback(payload: str) -> None:
+    """librdkafka statistics -> this process's produce counters (delivered on ``poll``/``flush``)."""
+    PRODUCE_STATS.on_librdkafka_stats(payload)
 
 
 def consumer_config(settings: Settings, group_id: str, **overrides: Any) -> dict[str, Any]:

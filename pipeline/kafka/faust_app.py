@@ -53,12 +53,14 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import aiokafka
 import faust
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import EventT
 
 from pipeline.kafka.dead_letters import dead_letter_record
-from pipeline.ready import announce_ready
+from pipeline.kafka.produce_stats import PRODUCE_STATS
+from pipeline.ready import announce_ready, announce_stats
 from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -82,10 +84,39 @@ class LowLatencyConsumer(faust_aiokafka.Consumer):
         return LowLatencyConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
 
+class CountingAIOKafkaProducer(aiokafka.AIOKafkaProducer):
+    """aiokafka's producer, counting the record batches its sender takes into :data:`PRODUCE_STATS`."""
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        accumulator = getattr(self, "_message_accumulator", None)
+        if accumulator is None or not hasattr(accumulator, "drain_by_nodes"):
+            raise RuntimeError("aiokafka changed: no _message_accumulator.drain_by_nodes to count batches on")
+        drain = accumulator.drain_by_nodes
+
+        def drain_counted(*args: Any, **kwargs: Any) -> Any:
+            nodes, unknown_leaders = drain(*args, **kwargs)
+            for batches in nodes.values():
+                for partition, batch in batches.items():
+                    PRODUCE_STATS.add(partition.topic, 1, batch.record_count)
+            return nodes, unknown_leaders
+
+        accumulator.drain_by_nodes = drain_counted
+
+
+class CountingProducer(faust_aiokafka.Producer):
+    """faust's aiokafka producer built as :class:`CountingAIOKafkaProducer`."""
+
+    @property
+    def _producer_type(self) -> type[aiokafka.AIOKafkaProducer]:
+        return CountingAIOKafkaProducer
+
+
 class LowLatencyTransport(faust_aiokafka.Transport):
-    """The aiokafka transport with :class:`LowLatencyConsumer`."""
+    """The aiokafka transport with :class:`LowLatencyConsumer` and :class:`CountingProducer`."""
 
     Consumer = LowLatencyConsumer
+    Producer = CountingProducer
 
 
 class HoplineApp(faust.App):
@@ -242,4 +273,6 @@ def run_app(
         code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
         log.info("%s stopped (exit %d)", service, code)
         return code
+    finally:
+        announce_stats(service, PRODUCE_STATS.summary())
     return 0

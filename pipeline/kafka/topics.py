@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import NewTopic
@@ -19,7 +20,8 @@ def pipeline_topics(settings: Settings) -> dict[str, dict[str, str]]:
 
     Frames, hops, hypotheses, transcripts and latency events are keyed by session id and
     share one partition count so a session sits on the same partition number everywhere.
-    The control topic is compacted: only the newest command per scope matters.
+    The control topic is compacted: only the newest command per scope matters. The probe topic
+    carries the broker probe's heartbeats (see :func:`partition_count` for its one partition).
     """
     topics = settings.topics
     keyed = [topics.frames, topics.hops, topics.hypotheses, topics.transcripts, topics.latency]
@@ -27,11 +29,21 @@ def pipeline_topics(settings: Settings) -> dict[str, dict[str, str]]:
     dead_letters = [topics.dead_letter(t) for t in consumed]
     spec: dict[str, dict[str, str]] = {name: {} for name in keyed + dead_letters}
     spec[topics.control] = {"cleanup.policy": "compact"}
+    spec[topics.probe] = {}
     return spec
 
 
-def create_topics(settings: Settings, timeout_s: float = 10.0) -> list[str]:
-    """Create every pipeline topic that does not exist yet; returns the names created."""
+def partition_count(settings: Settings, name: str) -> int:
+    """Partitions a pipeline topic is created with: the common count, but one for the probe's heartbeats.
+
+    A heartbeat a second per prober needs no spreading, and its readers then fetch one small partition.
+    """
+    return 1 if name == settings.topics.probe else settings.topics.partitions
+
+
+def create_topics(settings: Settings, timeout_s: float = 10.0, extra: Iterable[str] = ()) -> list[str]:
+    """Create every pipeline topic that does not exist yet (and ``<prefix>.<role>`` for each ``extra``
+    role, plain); returns the names created."""
     admin = make_admin(settings)
     try:
         existing = set(admin.list_topics(timeout=timeout_s).topics)
@@ -40,11 +52,11 @@ def create_topics(settings: Settings, timeout_s: float = 10.0) -> list[str]:
     wanted = [
         NewTopic(
             name,
-            num_partitions=settings.topics.partitions,
+            num_partitions=partition_count(settings, name),
             replication_factor=settings.kafka.replication_factor,
             config=config,
         )
-        for name, config in pipeline_topics(settings).items()
+        for name, config in {**pipeline_topics(settings), **{settings.topics.name(r): {} for r in extra}}.items()
         if name not in existing
     ]
     if not wanted:

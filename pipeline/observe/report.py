@@ -1,10 +1,14 @@
 """``hopline latency report``: which component makes the p95, read back from the topics.
 
 The latency topic carries one event per hop with its full breakdown; the control topic the
-controller's decisions. The report gives p50/p95 per component, the batch-size distribution,
-the component that drives the e2e tail and the decisions taken in the span. The tail's
-driver is the component whose mean over the slowest 5 % of hops exceeds its own median by
-the most: the hop buffer is large but constant, so it never explains a tail.
+controller's decisions; the probe topic the broker probe's heartbeats (each with the previous
+heartbeat's produce->consume round trip and an offset lookup's duration). The report gives p50/p95
+per component, the batch-size distribution, the component that drives the e2e tail, the broker
+probe's figures and the decisions taken in the span. The tail's driver is the component whose
+mean over the slowest 5 % of hops exceeds its own median by the most: the hop buffer is large but
+constant, so it never explains a tail. When that component carries a Kafka hop (``net``,
+``queue_wait``, ``post``) and the probe's p95 over the span is above its alarm threshold, the
+driver is named ``broker``: the time is spent in transport, not in the stage.
 """
 
 from __future__ import annotations
@@ -22,12 +26,19 @@ from pipeline.clock import now_ms
 from pipeline.errors import CliError
 from pipeline.kafka.readers import read_to_end
 from pipeline.observe.latency import MEASURES, measures, percentile
-from pipeline.settings import Settings
+from pipeline.observe.probe import ProbeVerdict, judge
+from pipeline.settings import ProbeSettings, Settings
 
 log = logging.getLogger(__name__)
 
 _SPAN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
 _UNIT_S = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+#: The components that include a Kafka produce->consume hop: a slow broker shows up in them.
+TRANSPORT_COMPONENTS = ("net", "queue_wait", "post")
+
+#: The driver's name when the broker is why the tail is slow.
+BROKER = "broker"
 
 
 def parse_span(text: str) -> float:
@@ -64,6 +75,22 @@ class LatencyReport:
     driver: TailDriver | None
     decisions: Sequence[contracts.ControlCommand] = field(default_factory=tuple)
     invalid_events: int = 0
+    heartbeats: int = 0
+    probe: ProbeVerdict | None = None
+
+    @property
+    def transport_alarm(self) -> bool:
+        """The broker probe's p95 over the span is above its alarm threshold."""
+        return self.probe is not None and self.probe.transport_slow
+
+    @property
+    def driver_name(self) -> str | None:
+        """``broker`` when the tail's component carries a Kafka hop and the probe says the broker is slow."""
+        if self.driver is None:
+            return None
+        if self.transport_alarm and self.driver.component in TRANSPORT_COMPONENTS:
+            return BROKER
+        return self.driver.component
 
     @property
     def batch_size_mean(self) -> float:
@@ -78,7 +105,15 @@ class LatencyReport:
             figures[f"{name}_ms_p95"] = _round(self.p95[name])
         figures["batch_size_mean"] = _round(self.batch_size_mean)
         figures["batch_size_distribution"] = {str(size): count for size, count in sorted(self.batch_sizes.items())}
-        figures["p95_driver"] = self.driver.component if self.driver else None
+        figures["p95_driver"] = self.driver_name
+        figures["p95_component"] = self.driver.component if self.driver else None
+        figures["broker_heartbeats"] = self.heartbeats
+        probe = self.probe
+        figures["broker_probe_ms_p50"] = _round(probe.rtt_p50_ms) if probe else None
+        figures["broker_probe_ms_p95"] = _round(probe.rtt_p95_ms) if probe else None
+        figures["broker_lookup_ms_p50"] = _round(probe.lookup_p50_ms) if probe else None
+        figures["broker_lookup_ms_p95"] = _round(probe.lookup_p95_ms) if probe else None
+        figures["transport_alarm"] = self.transport_alarm
         figures["span_s"] = _round((self.last_ts_ms - self.first_ts_ms) / 1000.0) if self.events else 0.0
         figures["decisions"] = [
             {
@@ -105,8 +140,14 @@ def build_report(
     events: Sequence[contracts.LatencyEvent],
     decisions: Iterable[contracts.ControlCommand] = (),
     invalid_events: int = 0,
+    probes: Iterable[contracts.BrokerProbe] = (),
+    probe_settings: ProbeSettings | None = None,
 ) -> LatencyReport:
-    """Figures from decoded LatencyEvents and ControlCommands (pure: no Kafka)."""
+    """Figures from decoded LatencyEvents, ControlCommands and BrokerProbes (pure: no Kafka).
+
+    Heartbeats count when sent within the events' span (all of them when there are no events),
+    judged with ``probe_settings`` (the defaults when None) over the whole span.
+    """
     figures = [measures(e) for e in events]
     values = {name: [f[name] for f in figures] for name in MEASURES}
     p50 = {name: percentile(v, 50) for name, v in values.items()}
@@ -123,17 +164,26 @@ def build_report(
             excess_ms=excess,
         )
     timestamps = [e.event_ts_ms for e in events]
+    first_ts, last_ts = min(timestamps, default=0.0), max(timestamps, default=0.0)
+    beats = [p for p in probes if not events or first_ts <= p.sent_ts_ms <= last_ts]
+    probe = judge(
+        [p.previous_rtt_ms for p in beats if p.previous_rtt_ms >= 0],
+        [p.lookup_ms for p in beats if p.lookup_ms >= 0],
+        probe_settings or ProbeSettings(),
+    )
     return LatencyReport(
         events=len(events),
         sessions=len({e.session_id for e in events}),
-        first_ts_ms=min(timestamps, default=0.0),
-        last_ts_ms=max(timestamps, default=0.0),
+        first_ts_ms=first_ts,
+        last_ts_ms=last_ts,
         p50=p50,
         p95=p95,
         batch_sizes=dict(Counter(e.batch_size for e in events)),
         driver=driver,
         decisions=sorted(decisions, key=lambda d: (d.issued_ts_ms, d.seq)),
         invalid_events=invalid_events,
+        heartbeats=len(beats),
+        probe=probe,
     )
 
 
@@ -185,11 +235,19 @@ def format_report(report: LatencyReport) -> str:
         if report.driver is not None:
             driver = report.driver
             name = driver.component
-            lines.append(
-                f"e2e p95 driver: {name} — in the slowest {driver.hops} hops it averages "
+            spent = (
                 f"{driver.tail_mean_ms[name]:.0f} ms ({driver.excess_ms[name]:+.0f} ms over its median, "
                 f"{100.0 * driver.share(name):.0f}% of their e2e)"
             )
+            if report.driver_name == BROKER and report.probe is not None:
+                lines.append(
+                    f"e2e p95 driver: broker — {report.probe.reason}; in the slowest {driver.hops} hops "
+                    f"{name} (which carries a Kafka hop) averages {spent}"
+                )
+            else:
+                lines.append(f"e2e p95 driver: {name} — in the slowest {driver.hops} hops it averages {spent}")
+    if report.heartbeats:
+        lines.append(format_probe(report))
     if report.invalid_events:
         lines.append(f"skipped {report.invalid_events} unreadable latency events")
     lines.append(f"controller decisions: {len(report.decisions)}")
@@ -199,6 +257,23 @@ def format_report(report: LatencyReport) -> str:
             f"beam {d.beam}, admit {'yes' if d.admit_new_sessions else 'no'}): {d.reason}"
         )
     return "\n".join(lines)
+
+
+def format_probe(report: LatencyReport) -> str:
+    """The broker probe's line: figures over the span and whether its alarm threshold was crossed."""
+    probe = report.probe
+    if probe is None:
+        return f"broker probe: {report.heartbeats} heartbeats, too few measurements to judge"
+
+    def ms(value: float) -> str:
+        return "-" if value != value else f"{value:.1f}"
+
+    line = (
+        f"broker probe: {report.heartbeats} heartbeats, round trip p50 {ms(probe.rtt_p50_ms)} / p95 "
+        f"{ms(probe.rtt_p95_ms)} ms (alarm > {probe.slow_p95_ms:.0f}), offset lookup p50 {ms(probe.lookup_p50_ms)} "
+        f"/ p95 {ms(probe.lookup_p95_ms)} ms (alarm > {probe.slow_lookup_p95_ms:.0f})"
+    )
+    return line + (f"\ntransport alarm: {probe.reason}" if probe.transport_slow else "")
 
 
 def read_events(settings: Settings, since_ms: float | None) -> tuple[list[contracts.LatencyEvent], int]:
@@ -225,6 +300,24 @@ def read_decisions(settings: Settings, since_ms: float | None) -> list[contracts
         if since_ms is None or command.issued_ts_ms >= since_ms:
             decisions.append(command)
     return decisions
+
+
+def read_probes(settings: Settings, since_ms: float | None) -> list[contracts.BrokerProbe]:
+    """Decoded heartbeats sent at or after ``since_ms``; none (with a warning) when there is no probe topic."""
+    probes = []
+    try:
+        for message in read_to_end(settings, "history", [settings.topics.probe]):
+            try:
+                probe = contracts.BrokerProbe.decode(message.value())
+            except contracts.ContractError:
+                continue
+            if since_ms is None or probe.sent_ts_ms >= since_ms:
+                probes.append(probe)
+    except CliError as exc:
+        if "does not exist" not in str(exc):
+            raise
+        log.warning("no broker probe figures: %s", exc)
+    return probes
 
 
 def plot_breakdown(
@@ -275,11 +368,12 @@ def plot_breakdown(
 def collect_report(
     settings: Settings, since_s: float | None = None
 ) -> tuple[LatencyReport, list[contracts.LatencyEvent]]:
-    """Read both topics and build the report; also returns the events (for plotting)."""
+    """Read the latency, control and probe topics and build the report; also returns the events (for plotting)."""
     since_ms = now_ms() - since_s * 1000.0 if since_s is not None else None
     events, invalid = read_events(settings, since_ms)
     decisions = read_decisions(settings, since_ms)
-    return build_report(events, decisions, invalid), events
+    probes = read_probes(settings, since_ms)
+    return build_report(events, decisions, invalid, probes, settings.probe), events
 
 
 def run_report(settings: Settings, since: str | None, plot: str | None, as_json: bool, by: str | None = None) -> int:

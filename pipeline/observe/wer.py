@@ -41,6 +41,11 @@ def matched_reference_words(reference: list[str], hypothesis: list[str], prefix:
     With ``prefix`` the hypothesis is a transcript in progress: reference words after its end
     cost nothing, so a partial aligns with the start of the reference, not a later repeat.
     """
+    return align(reference, hypothesis, prefix)[0]
+
+
+def align(reference: list[str], hypothesis: list[str], prefix: bool = False) -> tuple[set[int], int]:
+    """:func:`matched_reference_words`, and how many reference words the alignment covers (all, unless ``prefix``)."""
     rows, cols = len(reference) + 1, len(hypothesis) + 1
     cost = [[0] * cols for _ in range(rows)]
     for i in range(rows):
@@ -52,7 +57,7 @@ def matched_reference_words(reference: list[str], hypothesis: list[str], prefix:
             same = reference[i - 1] == hypothesis[j - 1]
             cost[i][j] = min(cost[i - 1][j] + 1, cost[i][j - 1] + 1, cost[i - 1][j - 1] + (not same))
     i = min(range(rows), key=lambda row: (cost[row][-1], row)) if prefix else len(reference)
-    j = len(hypothesis)
+    covered, j = i, len(hypothesis)
     matched = set()
     while i > 0 and j > 0:
         same = reference[i - 1] == hypothesis[j - 1]
@@ -64,4 +69,4 @@ def matched_reference_words(reference: list[str], hypothesis: list[str], prefix:
             i -= 1
         else:
             j -= 1
-    return matched
+    return matched, covered

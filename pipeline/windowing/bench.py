@@ -26,8 +26,6 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -35,7 +33,7 @@ import numpy as np
 from pipeline import contracts
 from pipeline.errors import CliError
 from pipeline.ingress.service import AudioProducer, AudioStream
-from pipeline.kafka.broker import EmbeddedBroker
+from pipeline.kafka.broker import broker_for
 from pipeline.kafka.clients import make_admin
 from pipeline.kafka.readers import open_reader, read_to_end
 from pipeline.kafka.topics import create_topics
@@ -44,15 +42,6 @@ from pipeline.ready import ready_service
 from pipeline.settings import Settings
 
 WARM_UP_MS = 2000.0
-
-
-@contextmanager
-def _broker(settings: Settings, external: bool) -> Iterator[str]:
-    if external:
-        yield settings.kafka.bootstrap_servers
-        return
-    with EmbeddedBroker(settings.broker.host, 0, settings.broker.start_timeout_s) as broker:
-        yield broker.bootstrap_servers
 
 
 class _Windower:
@@ -143,7 +132,7 @@ def _streams(sessions: int, seconds: float) -> list[AudioStream]:
 
 def run_bench(settings: Settings, sessions: int, seconds: float, external_broker: bool = False) -> dict[str, Any]:
     settings = settings.override(metrics={"enabled": False})
-    with _broker(settings, external_broker) as bootstrap:
+    with broker_for(settings, external_broker) as bootstrap:
         settings = settings.override(
             kafka={"bootstrap_servers": bootstrap}, topics={"prefix": f"bench{uuid.uuid4().hex[:8]}"}
         )

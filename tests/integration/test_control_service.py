@@ -17,6 +17,9 @@ from tests.plugins.kafka import read_all, scrape_metrics, wait_for
 
 pytestmark = pytest.mark.integration
 
+#: The prober runs, but this shared test broker never counts as slow: these tests are about the latency rules.
+HEALTHY_BROKER = {"slow_p95_ms": 10_000.0, "slow_lookup_p95_ms": 10_000.0}
+
 
 def stream_until(producer: Producer, settings: Settings, follower: ControlFollower, queue_wait_ms: float, level: int):
     """Publish 100 events/s of the given queue wait until the follower sees ``level`` (or 20 s pass)."""
@@ -37,7 +40,9 @@ def test_controller_raises_under_queueing_then_steps_down_one_level_at_a_time(
     make_settings: SettingsFactory,
 ) -> None:
     settings = make_settings(
-        controller={"window_s": 1.5, "tick_s": 0.1, "min_events": 10, "recover_hold_s": 0.5}, metrics={"enabled": True}
+        controller={"window_s": 1.5, "tick_s": 0.1, "min_events": 10, "recover_hold_s": 0.5},
+        probe=HEALTHY_BROKER,
+        metrics={"enabled": True},
     )
     producer = make_producer(settings)
     previous = control_command(settings, 1, seq=7, reason="an earlier controller")
@@ -79,3 +84,39 @@ def test_controller_raises_under_queueing_then_steps_down_one_level_at_a_time(
     dead_letter_topic = settings.topics.dead_letter(settings.topics.latency)
     dead = read_all(settings, dead_letter_topic, contracts.DeadLetter)
     assert len(dead) == 1 and dead[0].service == "controller" and dead[0].value == b"not a latency event"
+
+
+def test_controller_holds_its_level_on_a_transport_alarm(make_settings: SettingsFactory) -> None:
+    """Any round trip or lookup counts as slow here: queueing that would raise to 3 is held at 0, and said so."""
+    settings = make_settings(
+        controller={"window_s": 1.5, "tick_s": 0.1, "min_events": 10},
+        probe={"interval_ms": 100.0, "min_samples": 3, "slow_p95_ms": 0.001, "slow_lookup_p95_ms": 0.001},
+        metrics={"enabled": True},
+    )
+    producer = make_producer(settings)
+    with ServiceProcess(settings, "controller") as controller:
+        controller.wait_ready(30)
+        assert wait_for(lambda: "transport alarm start" in controller.output, 15.0), controller.output
+
+        def held() -> bool:
+            for _ in range(10):
+                event = latency_event(210.0, session_id=f"s{uuid.uuid4().hex[:4]}")
+                producer.produce(settings.topics.latency, key=b"s", value=event.encode())
+            producer.flush(5)
+            return '"direction":"hold"' in controller.output
+
+        assert wait_for(held, 20.0, interval_s=0.1), controller.output
+        metrics = scrape_metrics(controller.output)
+        assert "hopline_transport_alarm 1.0" in metrics
+        assert "hopline_controller_transport_holds_total 1.0" in metrics
+        assert "hopline_controller_transport_hold 1.0" in metrics
+        assert "hopline_controller_level 0.0" in metrics
+        assert controller.terminate() == 0
+
+    logged = [json.loads(line.split("decision ", 1)[1]) for line in controller.lines if "decision {" in line]
+    assert [(d["direction"], d["from_level"], d["level"], d["withheld_level"]) for d in logged] == [("hold", 0, 0, 3)]
+    hold = logged[0]
+    assert hold["metrics"]["queue_wait_ms_p95"] == pytest.approx(210.0), "the figures that would have raised"
+    assert hold["metrics"]["withheld_level"] == 3.0 and hold["metrics"]["broker_lookup_slow_ms"] == 0.001
+    assert hold["reason"].startswith("transport alarm (") and "queue_wait p95 210 ms" in hold["reason"]
+    assert read_all(settings, settings.topics.control, contracts.ControlCommand) == [], "nothing published"

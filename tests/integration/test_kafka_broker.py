@@ -2,7 +2,7 @@ import pytest
 from confluent_kafka.admin import AdminClient
 
 from pipeline.kafka.clients import make_consumer, make_producer
-from pipeline.kafka.topics import pipeline_topics
+from pipeline.kafka.topics import partition_count, pipeline_topics
 from tests.plugins.broker import SettingsFactory
 
 pytestmark = pytest.mark.integration
@@ -12,7 +12,8 @@ def test_topics_exist_with_their_partition_counts(make_settings: SettingsFactory
     settings = make_settings(partitions=3)
     metadata = AdminClient({"bootstrap.servers": settings.kafka.bootstrap_servers}).list_topics(timeout=5)
     for name in pipeline_topics(settings):
-        assert len(metadata.topics[name].partitions) == 3
+        assert len(metadata.topics[name].partitions) == partition_count(settings, name)
+        assert partition_count(settings, name) == (1 if name == settings.topics.probe else 3)
 
 
 def test_keyed_message_round_trip(make_settings: SettingsFactory) -> None:

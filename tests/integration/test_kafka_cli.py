@@ -1,6 +1,7 @@
 import pytest
 
 from pipeline.kafka.broker import free_port
+from pipeline.kafka.topics import pipeline_topics
 from pipeline.settings import Settings
 from pipeline.supervisor import ServiceProcess
 
@@ -14,4 +15,4 @@ def test_broker_command_serves_then_stops_on_sigterm() -> None:
         broker.wait_ready(15)
         assert broker.terminate() == 0
     assert f"127.0.0.1:{port}" in broker.output
-    assert "created 10 topics" in broker.output
+    assert f"created {len(pipeline_topics(settings))} topics" in broker.output

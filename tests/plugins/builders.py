@@ -175,3 +175,11 @@ def control_command(
     """What the controller publishes to put ``level`` of the degradation ladder in force (issued now)."""
     command = command_record(seq, ladder(settings)[level], reason, dict(metrics or {}), scope)
     return command if issued_ts_ms is None else replace(command, issued_ts_ms=issued_ts_ms)
+
+
+def broker_probe(
+    rtt_ms: float = 5.0, *, lookup_ms: float = 1.0, prober: str = "test-prober", seq: int = 2, **fields: Any
+) -> contracts.BrokerProbe:
+    """A heartbeat (sent now unless ``sent_ts_ms`` is given) carrying the previous round trip and a lookup."""
+    values: dict[str, Any] = {"sent_ts_ms": now_ms(), **fields}
+    return contracts.BrokerProbe(prober=prober, seq=seq, previous_rtt_ms=rtt_ms, lookup_ms=lookup_ms, **values)

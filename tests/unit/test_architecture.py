@@ -24,6 +24,7 @@ PURE_MODULES = (
     "pipeline.control.policy",
     "pipeline.control.ladder",
     "pipeline.observe.latency",
+    "pipeline.observe.probe",
     "workers.batching.policy",
     "workers.worker.offsets",
 )

@@ -120,6 +120,13 @@ SAMPLES = {
         service="worker",
         failed_ts_ms=1_700_000_000_000.0,
     ),
+    "broker_probe": contracts.BrokerProbe(
+        prober="controller-host-7-a1b2c3",
+        seq=42,
+        sent_ts_ms=1_700_000_000_000.5,
+        previous_rtt_ms=6.25,
+        lookup_ms=-1.0,
+    ),
 }
 
 CONTRACTS = {contract.name: contract for contract in contracts.ALL}

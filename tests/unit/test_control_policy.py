@@ -8,7 +8,8 @@ from pipeline import contracts
 from pipeline.control.ladder import ladder
 from pipeline.control.policy import ControlPolicy, WindowStats
 from pipeline.observe.latency import MEASURES, percentile
-from pipeline.settings import ControllerSettings, Settings
+from pipeline.observe.probe import ProbeVerdict, judge
+from pipeline.settings import ControllerSettings, ProbeSettings, Settings
 from tests.plugins.builders import latency_event
 from tests.plugins.clock import FakeClock
 
@@ -228,3 +229,79 @@ def test_e2e_backstop_ignores_a_spike_that_has_passed() -> None:
     feed(policy, 40, queue_wait_ms=10.0, e2e_ms=250.0, level=1)
     assert policy.stats().p95["e2e"] == 900.0, "the spike is still in the window"
     assert policy.evaluate() is None and policy.level == 1
+
+
+def probe_verdict(rtt_ms: float = 5.0, lookup_ms: float = 1.0) -> ProbeVerdict:
+    """The broker probe's verdict over 30 equal heartbeats and lookups (default thresholds 50 / 25 ms)."""
+    verdict = judge([rtt_ms] * 30, [lookup_ms] * 30, ProbeSettings())
+    assert verdict is not None
+    return verdict
+
+
+SLOW_BROKER = probe_verdict(rtt_ms=120.0)
+HEALTHY_BROKER = probe_verdict()
+
+
+def test_a_transport_alarm_holds_the_level_and_names_the_raise_withheld() -> None:
+    policy = make_policy(FakeClock())
+    feed(policy, 40, queue_wait_ms=210.0)
+    assert SLOW_BROKER.transport_slow
+    assert policy.evaluate(SLOW_BROKER) is None and policy.level == 0
+    hold = policy.hold
+    assert hold is not None and (hold.level, hold.withheld.level) == (0, 3)
+    assert hold.metrics["queue_wait_ms_p95"] == pytest.approx(210.0), "the figures that would have raised"
+    assert hold.metrics["broker_probe_ms_p95"] == 120.0 and hold.metrics["withheld_level"] == 3.0
+    assert "transport alarm (heartbeat round trip p95 120 ms > 50 ms)" in hold.reason
+    assert "holding level 0 instead of raising to 3 on queue_wait p95 210 ms" in hold.reason
+
+
+def test_without_an_alarm_the_same_figures_raise_as_before() -> None:
+    for verdict in (None, HEALTHY_BROKER):
+        policy = make_policy(FakeClock())
+        feed(policy, 40, queue_wait_ms=210.0)
+        decision = policy.evaluate(verdict)
+        assert decision is not None and decision.level == 3 and policy.hold is None
+
+
+def test_the_withheld_raise_happens_once_the_alarm_ends() -> None:
+    policy = make_policy(FakeClock())
+    feed(policy, 40, queue_wait_ms=130.0)
+    assert policy.evaluate(SLOW_BROKER) is None and policy.hold is not None
+    decision = policy.evaluate(HEALTHY_BROKER)
+    assert decision is not None and (decision.previous_level, decision.level) == (0, 2)
+    assert policy.hold is None, "each evaluation says whether it held"
+
+
+def test_a_slow_lookup_alone_is_a_transport_alarm() -> None:
+    policy = make_policy(FakeClock())
+    feed(policy, 40, queue_wait_ms=70.0)
+    assert policy.evaluate(probe_verdict(lookup_ms=60.0)) is None and policy.level == 0
+    assert policy.hold is not None and "offset lookup p95 60 ms > 25 ms" in policy.hold.reason
+
+
+def test_the_e2e_backstop_is_held_too() -> None:
+    clock = FakeClock()
+    policy = make_policy(clock, level=1)
+    clock.advance(3.0)
+    feed(policy, 40, queue_wait_ms=10.0, e2e_ms=600.0, level=1)
+    assert policy.evaluate(SLOW_BROKER) is None and policy.level == 1
+    assert policy.hold is not None and policy.hold.withheld.level == 2
+    assert policy.hold.metrics["level_e2e_ms_p95"] == 600.0
+
+
+def test_stepping_down_stays_allowed_under_a_transport_alarm() -> None:
+    clock = FakeClock()
+    policy = make_policy(clock, level=2, window_s=2.0, recover_hold_s=1.0)
+    feed(policy, 40, queue_wait_ms=5.0, level=2)
+    assert policy.evaluate(SLOW_BROKER) is None
+    clock.advance(1.5)
+    feed(policy, 40, queue_wait_ms=5.0, level=2)
+    decision = policy.evaluate(SLOW_BROKER)
+    assert decision is not None and (decision.direction, decision.level) == ("lower", 1)
+    assert policy.hold is None, "nothing was withheld"
+
+
+def test_nothing_is_held_on_thin_evidence() -> None:
+    policy = make_policy(FakeClock())
+    feed(policy, 5, queue_wait_ms=400.0)
+    assert policy.evaluate(SLOW_BROKER) is None and policy.hold is None

@@ -6,8 +6,8 @@ from pipeline import contracts
 from pipeline.errors import CliError
 from pipeline.observe.latency import MEASURES
 from pipeline.observe.report import build_report, format_groups, format_report, group_reports, parse_span
-from pipeline.settings import Settings
-from tests.plugins.builders import control_command, latency_event
+from pipeline.settings import ProbeSettings, Settings
+from tests.plugins.builders import broker_probe, control_command, latency_event
 
 SETTINGS = Settings()
 
@@ -81,3 +81,73 @@ def test_groups_show_which_worker_makes_the_p95() -> None:
     assert groups["slow"].events == 10
     text = format_groups("worker", groups)
     assert text.splitlines()[0] == "by worker:" and "slow" in text.splitlines()[-1]
+
+
+def queueing_tail() -> list[contracts.LatencyEvent]:
+    """100 hops over 1000..2004 ms whose slowest 5 spend their time in queue_wait (time in Kafka included)."""
+    events = [event(f"s{i % 5}", 1000.0 + i, queue_wait_ms=5.0, gpu_ms=120.0) for i in range(95)]
+    return events + [event("s9", 2000.0 + i, queue_wait_ms=400.0, gpu_ms=120.0) for i in range(5)]
+
+
+def heartbeats(
+    rtt_ms: float, lookup_ms: float = 1.0, count: int = 30, start_ms: float = 1000.0
+) -> list[contracts.BrokerProbe]:
+    """One heartbeat per 30 ms inside the span, the first without a previous round trip."""
+    return [
+        broker_probe(-1.0 if i == 0 else rtt_ms, lookup_ms=lookup_ms, seq=i + 1, sent_ts_ms=start_ms + 30.0 * i)
+        for i in range(count)
+    ]
+
+
+def test_the_broker_is_named_the_driver_when_its_probe_was_slow_in_the_span() -> None:
+    report = build_report(queueing_tail(), probes=heartbeats(rtt_ms=90.0))
+    assert report.driver is not None and report.driver.component == "queue_wait"
+    assert report.driver_name == "broker" and report.transport_alarm
+    figures = report.figures()
+    assert figures["p95_driver"] == "broker" and figures["p95_component"] == "queue_wait"
+    assert figures["broker_probe_ms_p50"] == 90.0 and figures["broker_probe_ms_p95"] == 90.0
+    assert figures["broker_lookup_ms_p95"] == 1.0 and figures["broker_heartbeats"] == 30
+    assert figures["transport_alarm"] is True
+    text = format_report(report)
+    assert "e2e p95 driver: broker — heartbeat round trip p95 90 ms > 50 ms; in the slowest 5 hops queue_wait" in text
+    assert "broker probe: 30 heartbeats, round trip p50 90.0 / p95 90.0 ms (alarm > 50)" in text
+    assert "transport alarm: heartbeat round trip p95 90 ms > 50 ms" in text
+
+
+def test_slow_lookups_name_the_broker_too() -> None:
+    report = build_report(queueing_tail(), probes=heartbeats(rtt_ms=6.0, lookup_ms=80.0))
+    assert report.figures()["p95_driver"] == "broker"
+    assert "offset lookup p95 80 ms > 25 ms" in format_report(report)
+
+
+def test_a_healthy_broker_leaves_the_component_as_the_driver() -> None:
+    report = build_report(queueing_tail(), probes=heartbeats(rtt_ms=6.0))
+    figures = report.figures()
+    assert figures["p95_driver"] == "queue_wait" and figures["transport_alarm"] is False
+    assert figures["broker_probe_ms_p95"] == 6.0
+    text = format_report(report)
+    assert "e2e p95 driver: queue_wait" in text and "broker probe: 30 heartbeats" in text
+    assert "transport alarm" not in text
+
+
+def test_a_slow_broker_does_not_take_a_tail_spent_computing() -> None:
+    events = [event(f"s{i % 5}", 1000.0 + i, queue_wait_ms=5.0, gpu_ms=40.0) for i in range(95)]
+    events += [event("s9", 2000.0 + i, queue_wait_ms=5.0, gpu_ms=600.0) for i in range(5)]
+    report = build_report(events, probes=heartbeats(rtt_ms=90.0))
+    figures = report.figures()
+    assert figures["p95_driver"] == "gpu_infer" and figures["transport_alarm"] is True
+    assert "transport alarm:" in format_report(report)
+
+
+def test_only_heartbeats_inside_the_span_count_and_the_threshold_is_the_settings() -> None:
+    before = heartbeats(rtt_ms=500.0, start_ms=0.0)
+    report = build_report(queueing_tail(), probes=before + heartbeats(rtt_ms=30.0))
+    assert report.heartbeats == 30 and report.figures()["p95_driver"] == "queue_wait"
+    strict = build_report(queueing_tail(), probes=heartbeats(rtt_ms=30.0), probe_settings=ProbeSettings(slow_p95_ms=20))
+    assert strict.figures()["p95_driver"] == "broker"
+
+
+def test_without_heartbeats_the_probe_figures_are_null() -> None:
+    figures = build_report(queueing_tail()).figures()
+    assert figures["broker_probe_ms_p95"] is None and figures["broker_heartbeats"] == 0
+    assert figures["p95_driver"] == "queue_wait" and figures["transport_alarm"] is False

@@ -35,8 +35,9 @@ from pipeline.control.ladder import Knobs
 from pipeline.errors import CliError
 from pipeline.kafka.clients import make_consumer, make_producer
 from pipeline.kafka.dead_letters import DeadLetters
+from pipeline.kafka.produce_stats import PRODUCE_STATS
 from pipeline.observe.metrics import BATCH_SIZE_BUCKETS, LATENCY_BUCKETS_S
-from pipeline.ready import announce_ready
+from pipeline.ready import announce_ready, announce_stats
 from pipeline.settings import Settings
 from workers.batching.policy import Batch, BatchPolicy, MicroBatcher, Superseded
 from workers.worker.offsets import OffsetTracker
@@ -254,6 +255,7 @@ class HopWorker:
             log.info("worker %s stopping: draining received hops", self.worker_id)
         finally:
             self._shutdown()
+            announce_stats(SERVICE, PRODUCE_STATS.summary())
         return 0
 
     def _shutdown(self) -> None:
