@@ -1,1 +1,1 @@
-"""pipeline.assembly."""
+"""Assembly: hypotheses -> partial and final transcripts, and one latency event per hop."""

@@ -11,7 +11,6 @@ this process, without Kafka. Figures, not a test: machines are noisy.
 from __future__ import annotations
 
 import time
-import uuid
 from typing import Any
 
 from pipeline import contracts
@@ -21,7 +20,7 @@ from pipeline.errors import CliError
 from pipeline.kafka.broker import EmbeddedBroker
 from pipeline.kafka.clients import make_producer
 from pipeline.kafka.readers import open_reader
-from pipeline.kafka.topics import create_topics
+from pipeline.kafka.topics import fresh_topics
 from pipeline.observe.latency import percentile
 from pipeline.settings import Settings
 from pipeline.supervisor import ServiceProcess
@@ -97,12 +96,7 @@ def run_bench(settings: Settings, sessions: int, duration_s: float) -> dict[str,
     hops = max(1, int(duration_s * 1000 / hop_ms))
     stitch_us = time_stitching(settings, sessions, hops)
     with EmbeddedBroker() as broker:
-        settings = settings.override(
-            kafka={"bootstrap_servers": broker.bootstrap_servers},
-            topics={"prefix": f"bench{uuid.uuid4().hex[:8]}"},
-            metrics={"enabled": False},
-        )
-        create_topics(settings)
+        settings = fresh_topics(settings, broker.bootstrap_servers, metrics={"enabled": False})
         topics = settings.topics
         with ServiceProcess(settings, "assembler") as assembler:
             assembler.wait_ready(60)

@@ -1,1 +1,1 @@
-"""pipeline.control."""
+"""Control: the degradation ladder, the controller that walks it, and every service's view of it."""

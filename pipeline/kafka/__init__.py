@@ -1,1 +1,1 @@
-"""pipeline.kafka."""
+"""The one Kafka layer: client factories, readers, topics, dead letters, faust wiring, the embedded broker."""

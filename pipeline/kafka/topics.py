@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Iterable
+from typing import Any
 
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import NewTopic
@@ -71,3 +73,15 @@ def create_topics(settings: Settings, timeout_s: float = 10.0, extra: Iterable[s
                 raise CliError(f"cannot create topic {name}: {exc}") from exc
     log.info("created topics: %s", ", ".join(created))
     return created
+
+
+def fresh_topics(settings: Settings, bootstrap_servers: str, extra: Iterable[str] = (), **sections: Any) -> Settings:
+    """``settings`` on ``bootstrap_servers`` with a new ``bench<uuid>`` topic prefix whose topics exist.
+
+    For benchmarks: every run gets its own topics. ``sections`` are further overrides
+    (e.g. ``metrics={"enabled": False}``); ``extra`` as for :func:`create_topics`.
+    """
+    topics = {"prefix": f"bench{uuid.uuid4().hex[:8]}", **sections.pop("topics", {})}
+    fresh = settings.override(kafka={"bootstrap_servers": bootstrap_servers}, topics=topics, **sections)
+    create_topics(fresh, extra=extra)
+    return fresh

@@ -40,7 +40,13 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
     bench_broker.add_argument("--sessions", type=int, default=10, help="concurrent sessions (default 10)")
     bench_broker.add_argument("--seconds", type=float, default=120.0, help="streaming time (default 120)")
     bench_broker.add_argument("--limit-ms", type=float, default=50.0, help="p95 transport time that ends 'holds'")
-    bench_broker.add_argument("--partitions", type=int, default=None, help="override HOPLINE_TOPICS__PARTITIONS")
+    bench_broker.add_argument(
+        "--partitions",
+        type=int,
+        default=None,
+        help="partitions per topic (default: HOPLINE_BROKER__TOPIC_PARTITIONS on the embedded broker, "
+        "HOPLINE_TOPICS__PARTITIONS on --bootstrap-servers)",
+    )
     bench_broker.add_argument("--json", action="store_true", help="print one JSON object")
     bench_broker.set_defaults(handler=_bench_broker)
 
@@ -60,7 +66,9 @@ def _bench_broker(args: argparse.Namespace, settings: Settings) -> int:
     if args.sessions < 1 or args.seconds <= 0 or args.limit_ms <= 0:
         raise CliError("--sessions must be at least 1, --seconds and --limit-ms above 0")
     if args.partitions is not None:
-        settings = settings.override(topics={"partitions": args.partitions})
+        settings = settings.override(
+            topics={"partitions": args.partitions}, broker={"topic_partitions": args.partitions}
+        )
     result = run_bench(
         settings, args.sessions, args.seconds, args.limit_ms, external_broker=args.bootstrap_servers is not None
     )

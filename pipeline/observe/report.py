@@ -17,9 +17,9 @@ import json
 import logging
 import re
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from pipeline import contracts
 from pipeline.clock import now_ms
@@ -30,6 +30,8 @@ from pipeline.observe.probe import ProbeVerdict, judge
 from pipeline.settings import ProbeSettings, Settings
 
 log = logging.getLogger(__name__)
+
+R = TypeVar("R", contracts.LatencyEvent, contracts.ControlCommand, contracts.BrokerProbe)
 
 _SPAN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
 _UNIT_S = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
@@ -276,48 +278,43 @@ def format_probe(report: LatencyReport) -> str:
     return line + (f"\ntransport alarm: {probe.reason}" if probe.transport_slow else "")
 
 
+def _read(settings: Settings, topic: str, record_type: type[R]) -> Iterator[R | None]:
+    """Every record of ``topic`` from the beginning, decoded; None for each unreadable one."""
+    for message in read_to_end(settings, "history", [topic]):
+        try:
+            yield record_type.decode(message.value())
+        except contracts.ContractError:
+            yield None
+
+
 def read_events(settings: Settings, since_ms: float | None) -> tuple[list[contracts.LatencyEvent], int]:
     """Decoded latency events at or after ``since_ms`` (by event_ts_ms) and the count of unreadable ones."""
-    events, invalid = [], 0
-    for message in read_to_end(settings, "history", [settings.topics.latency]):
-        try:
-            event = contracts.LatencyEvent.decode(message.value())
-        except contracts.ContractError:
-            invalid += 1
-            continue
-        if since_ms is None or event.event_ts_ms >= since_ms:
-            events.append(event)
-    return events, invalid
+    records = list(_read(settings, settings.topics.latency, contracts.LatencyEvent))
+    events = [e for e in records if e is not None and (since_ms is None or e.event_ts_ms >= since_ms)]
+    return events, sum(e is None for e in records)
 
 
 def read_decisions(settings: Settings, since_ms: float | None) -> list[contracts.ControlCommand]:
-    decisions = []
-    for message in read_to_end(settings, "history", [settings.topics.control]):
-        try:
-            command = contracts.ControlCommand.decode(message.value())
-        except contracts.ContractError:
-            continue
-        if since_ms is None or command.issued_ts_ms >= since_ms:
-            decisions.append(command)
-    return decisions
+    return [
+        c
+        for c in _read(settings, settings.topics.control, contracts.ControlCommand)
+        if c is not None and (since_ms is None or c.issued_ts_ms >= since_ms)
+    ]
 
 
 def read_probes(settings: Settings, since_ms: float | None) -> list[contracts.BrokerProbe]:
     """Decoded heartbeats sent at or after ``since_ms``; none (with a warning) when there is no probe topic."""
-    probes = []
     try:
-        for message in read_to_end(settings, "history", [settings.topics.probe]):
-            try:
-                probe = contracts.BrokerProbe.decode(message.value())
-            except contracts.ContractError:
-                continue
-            if since_ms is None or probe.sent_ts_ms >= since_ms:
-                probes.append(probe)
+        return [
+            p
+            for p in _read(settings, settings.topics.probe, contracts.BrokerProbe)
+            if p is not None and (since_ms is None or p.sent_ts_ms >= since_ms)
+        ]
     except CliError as exc:
         if "does not exist" not in str(exc):
             raise
         log.warning("no broker probe figures: %s", exc)
-    return probes
+        return []
 
 
 def plot_breakdown(

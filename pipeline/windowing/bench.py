@@ -25,7 +25,6 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from typing import Any
 
 import numpy as np
@@ -36,7 +35,7 @@ from pipeline.ingress.service import AudioProducer, AudioStream
 from pipeline.kafka.broker import broker_for
 from pipeline.kafka.clients import make_admin
 from pipeline.kafka.readers import open_reader, read_to_end
-from pipeline.kafka.topics import create_topics
+from pipeline.kafka.topics import fresh_topics
 from pipeline.observe.latency import percentile
 from pipeline.ready import ready_service
 from pipeline.settings import Settings
@@ -131,12 +130,8 @@ def _streams(sessions: int, seconds: float) -> list[AudioStream]:
 
 
 def run_bench(settings: Settings, sessions: int, seconds: float, external_broker: bool = False) -> dict[str, Any]:
-    settings = settings.override(metrics={"enabled": False})
     with broker_for(settings, external_broker) as bootstrap:
-        settings = settings.override(
-            kafka={"bootstrap_servers": bootstrap}, topics={"prefix": f"bench{uuid.uuid4().hex[:8]}"}
-        )
-        create_topics(settings)
+        settings = fresh_topics(settings, bootstrap, metrics={"enabled": False})
         windower = _Windower(settings)
         try:
             windower.wait_ready()

@@ -14,10 +14,13 @@ from pipeline.demo.service import (
     SessionPlan,
     Utterance,
     load_samples,
+    over_time,
     plan_sessions,
     word_emission_latencies,
 )
 from pipeline.errors import CliError
+from pipeline.kafka.broker import embedded_broker_hold_s, embedded_broker_warning
+from tests.plugins.builders import broker_probe, latency_event
 
 
 def utterance(seconds: float, text: str) -> Utterance:
@@ -92,3 +95,26 @@ def test_word_emission_counts_correct_words_from_their_end_to_first_appearance()
 def test_word_emission_needs_word_times() -> None:
     plan = SessionPlan("s", (utterance(1.0, "hello"),), "pcm16", MODEL_RATE)
     assert word_emission_latencies(plan, [Received(1.0, "final", 0, "hello", 0.0, 0)], 160.0) == []
+
+
+def test_over_time_splits_e2e_by_minute_and_takes_the_last_minutes_probe() -> None:
+    start = 1_000_000.0
+    events = [
+        latency_event(e2e_ms=100.0 + minute * 100.0, event_ts_ms=start + minute * 60_000.0 + 5) for minute in range(3)
+    ]
+    probes = [
+        broker_probe(rtt_ms=9.0, sent_ts_ms=start + 10.0),
+        broker_probe(rtt_ms=40.0, sent_ts_ms=start + 170_000.0),
+    ]
+    figures = over_time(events, probes, start, start + 180_000.0)
+    assert figures["e2e_ms_p95_per_minute"] == [100.0, 200.0, 300.0]
+    assert figures["e2e_ms_p95_first_60s"] == 100.0 and figures["e2e_ms_p95_last_60s"] == 300.0
+    assert figures["broker_probe_ms_p95_last_60s"] == 40.0
+
+
+def test_the_demo_warns_before_outlasting_the_embedded_broker() -> None:
+    assert embedded_broker_warning(10, 20.0) is None
+    warning = embedded_broker_warning(10, 300.0)
+    assert warning is not None and "--bootstrap-servers" in warning and "docker compose" in warning
+    assert embedded_broker_hold_s(20) == embedded_broker_hold_s(30)
+    assert embedded_broker_hold_s(200) < embedded_broker_hold_s(100)

@@ -1,1 +1,1 @@
-"""workers.batching."""
+"""Micro-batching: the latency-capped batch policy and its batch loop thread."""

@@ -1,1 +1,1 @@
-"""workers.worker."""
+"""The GPU worker: hops in, micro-batched recognition, hypotheses out (at-least-once)."""

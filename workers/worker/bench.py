@@ -19,7 +19,6 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -35,7 +34,7 @@ from pipeline.errors import CliError
 from pipeline.kafka.broker import EmbeddedBroker
 from pipeline.kafka.clients import make_producer
 from pipeline.kafka.readers import open_reader
-from pipeline.kafka.topics import create_topics
+from pipeline.kafka.topics import fresh_topics
 from pipeline.observe.latency import COMPONENTS, percentile
 from pipeline.settings import Settings
 from pipeline.supervisor import ServiceProcess
@@ -239,12 +238,7 @@ def run_bench(
     load_before = os.getloadavg()[0]
     counts = sorted(set(sweep) | {sessions})
     with EmbeddedBroker() as broker:
-        settings = settings.override(
-            kafka={"bootstrap_servers": broker.bootstrap_servers},
-            topics={"prefix": f"bench{uuid.uuid4().hex[:8]}"},
-            metrics={"enabled": False},
-        )
-        create_topics(settings)
+        settings = fresh_topics(settings, broker.bootstrap_servers, metrics={"enabled": False})
         reader = HypothesisReader(settings)
         worker = ServiceProcess(settings, "worker")
         try:
