@@ -48,23 +48,18 @@ from __future__ import annotations
 
 import math
 import re
-import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from pipeline import contracts
+from pipeline.clock import Clock, now_ms
 
-Clock = Callable[[], float]
 Record = dict[str, Any]
 
 Status = Literal["applied", "duplicate", "stale", "closed", "invalid"]
 
 _PUNCTUATION = re.compile(r"[^\w']+")
-
-
-def wall_clock_ms() -> float:
-    return time.time() * 1000.0
 
 
 def _key(word: contracts.Word) -> str:
@@ -178,7 +173,7 @@ class Expiry:
 class Stitcher:
     """All sessions' stitching state; feed it hypotheses in arrival order."""
 
-    def __init__(self, policy: StitchingPolicy | None = None, clock: Clock = wall_clock_ms) -> None:
+    def __init__(self, policy: StitchingPolicy | None = None, clock: Clock = now_ms) -> None:
         self.policy = policy or StitchingPolicy()
         self._clock = clock
         self._sessions: dict[str, SessionState] = {}

@@ -32,13 +32,12 @@ from dataclasses import dataclass, field
 from confluent_kafka import KafkaError, Message, Producer
 
 from pipeline import audio, contracts
+from pipeline.clock import Clock
 from pipeline.control.follower import ControlFollower
 from pipeline.kafka.clients import make_producer
 from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
-
-Clock = Callable[[], float]
 
 
 class SessionRefused(Exception):

@@ -32,23 +32,17 @@ from __future__ import annotations
 import base64
 import json
 import math
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from pipeline import audio, contracts
+from pipeline.clock import Clock, now_ms
 from pipeline.settings import AudioSettings
-
-Clock = Callable[[], float]
 
 #: A seq more than this far ahead of the next expected one is rejected, not gap-filled.
 MAX_SEQ_JUMP_S = 60.0
-
-
-def wall_clock_ms() -> float:
-    return time.time() * 1000.0
 
 
 @dataclass(frozen=True)
@@ -403,7 +397,7 @@ class SessionWindow:
 class Windower:
     """All sessions of one windower: validation, session creation, idle expiry."""
 
-    def __init__(self, settings: AudioSettings, clock: Clock = wall_clock_ms) -> None:
+    def __init__(self, settings: AudioSettings, clock: Clock = now_ms) -> None:
         self.shape = WindowShape.from_settings(settings)
         self.clock = clock
         self.sessions: dict[str, SessionWindow] = {}

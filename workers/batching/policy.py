@@ -32,10 +32,10 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
+from pipeline.clock import Clock
+
 T = TypeVar("T")
 R = TypeVar("R")
-
-Clock = Callable[[], float]
 
 
 class Superseded(Exception):
