@@ -13,6 +13,10 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml
 	@command -v espeak-ng >/dev/null || { echo "installing espeak-ng (apt)"; \
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng) >/dev/null; }
+	@command -v promtool >/dev/null || { echo "installing promtool (apt: prometheus)"; \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus) >/dev/null; }
+	@command -v chromium >/dev/null || { echo "installing chromium (apt: the gateway page's browser test)"; \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium) >/dev/null; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --disable-pip-version-check torch==2.13.0
 	$(BIN)/pip install -q --disable-pip-version-check -e '.[dev]'

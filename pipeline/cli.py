@@ -23,7 +23,19 @@ from pipeline.settings import Settings
 #: Entry-point group of the stage CLIs: each names a ``register(commands, bench)`` function.
 COMMAND_GROUP = "hopline.commands"
 #: ``hopline --help`` lists the stages in data-flow order; a stage not named here comes last.
-STAGE_ORDER = ("kafka", "ingress", "windowing", "worker", "asr", "asr-lab", "assembly", "control", "observe", "demo")
+STAGE_ORDER = (
+    "kafka",
+    "ingress",
+    "gateway",
+    "windowing",
+    "worker",
+    "asr",
+    "asr-lab",
+    "assembly",
+    "control",
+    "observe",
+    "demo",
+)
 
 
 def _stage_rank(name: str) -> tuple[int, str]:

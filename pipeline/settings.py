@@ -10,9 +10,18 @@ from __future__ import annotations
 import itertools
 import json
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_serializer,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -46,6 +55,54 @@ class KafkaSettings(Section):
     statistics_interval_ms: int = Field(
         1000, ge=0, description="librdkafka statistics interval: feeds the produce-batch counters (0 = off)."
     )
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", description="How every client (confluent-kafka and faust) talks to the brokers."
+    )
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = Field(
+        None, description="SASL mechanism; required with SASL_PLAINTEXT and SASL_SSL."
+    )
+    sasl_username: str | None = Field(None, description="SASL principal; required with SASL_*.")
+    sasl_password: SecretStr | None = Field(
+        None, description="SASL password; required with SASL_*. Masked in repr, str and logs."
+    )
+    ssl_cafile: Path | None = Field(
+        None, description="CA bundle (PEM) that signed the brokers' certificates; None = the system's CAs."
+    )
+    ssl_certfile: Path | None = Field(None, description="Client certificate (PEM) for mutual TLS.")
+    ssl_keyfile: Path | None = Field(None, description="Private key (PEM) of ssl_certfile.")
+
+    @model_validator(mode="after")
+    def _check_security(self) -> KafkaSettings:
+        sasl = self.security_protocol.startswith("SASL_")
+        tls = self.security_protocol.endswith("SSL")
+        credentials = {
+            "sasl_mechanism": self.sasl_mechanism,
+            "sasl_username": self.sasl_username,
+            "sasl_password": self.sasl_password.get_secret_value() if self.sasl_password else None,
+        }
+        if sasl:
+            missing = [name for name, value in credentials.items() if not value]
+            if missing:
+                raise ValueError(f"security_protocol {self.security_protocol} needs {', '.join(missing)}")
+        elif any(credentials.values()):
+            # A PLAINTEXT/SSL client would silently not send them: a misconfiguration, not a default.
+            raise ValueError(f"sasl_* settings need security_protocol SASL_*, not {self.security_protocol}")
+        files = {"ssl_cafile": self.ssl_cafile, "ssl_certfile": self.ssl_certfile, "ssl_keyfile": self.ssl_keyfile}
+        given = {name: path for name, path in files.items() if path is not None}
+        if given and not tls:
+            raise ValueError(f"ssl_* files need security_protocol SSL or SASL_SSL, not {self.security_protocol}")
+        # Here, not with pydantic's FilePath: its custom error type cannot be re-raised by Settings.override.
+        for name, path in given.items():
+            if not path.is_file():
+                raise ValueError(f"{name} {path} is not a file")
+        if (self.ssl_certfile is None) != (self.ssl_keyfile is None):
+            raise ValueError("ssl_certfile and ssl_keyfile go together (mutual TLS needs both)")
+        return self
+
+    @field_serializer("sasl_password", when_used="json")
+    def _reveal_password(self, password: SecretStr | None) -> str | None:
+        """JSON dumps carry the password so :meth:`Settings.to_env` hands it to child services."""
+        return password.get_secret_value() if password else None
 
 
 class TopicSettings(Section):
@@ -86,6 +143,11 @@ class TopicSettings(Section):
         """The transport heartbeats of :class:`ProbeSettings` (one partition, key = prober id)."""
         return self.name("probe")
 
+    @property
+    def capabilities(self) -> str:
+        """What each degradation knob saves on each worker (key = worker id, compacted)."""
+        return self.name("capabilities")
+
     def dead_letter(self, source_topic: str) -> str:
         """Each consumed topic has its own dead-letter topic."""
         return f"{source_topic}.dlq"
@@ -102,7 +164,37 @@ class AudioSettings(Section):
     reorder_tolerance_frames: int = Field(
         4, ge=0, description="Frames a late frame may trail the newest one and still be put in order."
     )
-    idle_timeout_s: float = Field(30.0, gt=0, description="A session with no frames this long is expired.")
+    idle_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description="A session with no frames this long, while frames keep coming on its partition, is expired.",
+    )
+    max_gap_frames: int = Field(
+        50,
+        ge=0,
+        description="Most missing frames filled with silence at once (50 = 1 s). A longer jump in seq is an outage, "
+        "not a network gap: the session skips ahead to the new frame without filling, so one frame with a wild seq "
+        "cannot make megabytes of silent hops.",
+    )
+    ended_retention_s: float = Field(
+        600.0,
+        ge=0,
+        description="An ended or expired session's counters are kept this long (idle time, as for idle_timeout_s) "
+        "after it expired, so a frame that comes later resumes its hop_seq instead of starting again at 0.",
+    )
+    max_capture_age_ms: float = Field(
+        10000.0,
+        gt=0,
+        description="A frame's capture_ts_ms (the producer's clock) more than this before the windower received it "
+        "is taken as a clock error and clamped to 'captured just now': a bad client clock must not fake latency. "
+        "Far above any real transport delay, so only broken clocks and backlogs past it are clamped.",
+    )
+    max_capture_lead_ms: float = Field(
+        1000.0,
+        gt=0,
+        description="A capture_ts_ms more than this after the windower received the frame is clamped the same way: "
+        "a frame cannot arrive before it was captured, but hosts' clocks drift, so a little lead is tolerated.",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> AudioSettings:
@@ -147,6 +239,11 @@ class WorkerSettings(Section):
     fault_slowdown: float = Field(
         1.0, ge=1.0, description="TEST KNOB: multiplies inference time for overload experiments."
     )
+    fault_slowdown_file: str | None = Field(
+        None,
+        description="TEST KNOB: a file holding the current slowdown factor, re-read every half second (overrides "
+        "fault_slowdown while it exists), so a benchmark can slow the worker for a while and let it recover.",
+    )
     worker_id: str | None = Field(None, description="Defaults to host:pid.")
     beam: int = Field(4, description="Beam width until the controller says otherwise.")
     checkpoint: str | None = Field(None, description="Recognizer checkpoint file; None = the shipped one.")
@@ -170,6 +267,12 @@ class AssemblerSettings(Section):
     closed_retention_s: float = Field(
         60.0, ge=0, description="A closed session is remembered this long to ignore late duplicates."
     )
+    max_segment_words: int = Field(
+        100, ge=1, description="A segment with this many committed words is closed early (bounds each state write)."
+    )
+    max_sessions: int = Field(
+        10_000, ge=1, description="Open sessions kept; a new one beyond it closes the least recently heard."
+    )
 
 
 class ControllerSettings(Section):
@@ -179,9 +282,12 @@ class ControllerSettings(Section):
     tick_s: float = Field(0.5, gt=0, description="How often the controller re-evaluates.")
     min_events: int = Field(20, ge=1, description="Fewer events in the window -> no decision.")
     raise_queue_wait_ms: tuple[float, ...] = Field(
-        (60.0, 120.0, 200.0, 250.0, 300.0),
+        (120.0, 160.0, 200.0, 250.0, 300.0),
         description="queue_wait p95 above entry i raises the level to at least i+1 (mission: 120 ms -> "
-        "window 0.96 s at level 2; 200 ms -> emit 320 ms + window 0.96 s + beam 2 at level 3).",
+        "window 0.96 s at level 2; 200 ms -> emit 320 ms + window 0.96 s + beam 2 at level 3). The first two "
+        "entries sit above the queueing that sessions starting together cause at base load (a batch of 8, then "
+        "the rest waits for it: 60-115 ms p95 for 10 sessions on the 2-core box), so base load is neither "
+        "degraded for it nor flaps between levels 0 and 1; the mission's 120 ms step comes first.",
     )
     e2e_p95_target_ms: float = Field(500.0, gt=0)
     e2e_raise_fraction: float = Field(
@@ -204,6 +310,34 @@ class ControllerSettings(Section):
         0.7, gt=0, lt=1, description="...and e2e p95 is below this fraction of its target..."
     )
     recover_hold_s: float = Field(5.0, ge=0, description="...both sustained for this long.")
+    load_window_s: float = Field(
+        3.0,
+        gt=0,
+        description="The worker load (busy fraction and skipped-hop ratio) is taken over this many seconds of "
+        "hops cut at the current level: short, so a raise follows an overload within a few seconds.",
+    )
+    raise_load: float = Field(
+        0.95,
+        gt=0,
+        description="Offered load (busy fraction x (1 + skipped/run hops)) above this raises to the lowest "
+        "worthwhile level predicted to bring it under target_load. Queueing cannot show overload once stale "
+        "hops are coalesced (queue_wait stays near one hop period), the busy fraction and skips can.",
+    )
+    target_load: float = Field(0.85, gt=0, description="A raise aims for at most this predicted offered load.")
+    recover_load: float = Field(
+        0.8,
+        gt=0,
+        description="Step down only when the offered load predicted at the lower level stays below this (with the "
+        "queue_wait and e2e bounds above): hysteresis against stepping straight back into overload.",
+    )
+    min_level_saving: float = Field(
+        0.1,
+        ge=0,
+        lt=1,
+        description="A level saving less compute than this fraction of the level below it is skipped: it would "
+        "cost accuracy for nearly nothing. 10%: a worker's start-up measurement of a knob moves by ~5% run to run "
+        "on a busy 2-core CPU (beam 2 measured 2-9%).",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> ControllerSettings:
@@ -212,6 +346,8 @@ class ControllerSettings(Section):
             raise ValueError("raise_queue_wait_ms must be a non-empty, strictly increasing tuple")
         if self.e2e_recover_fraction >= self.e2e_raise_fraction:
             raise ValueError("e2e_recover_fraction must be below e2e_raise_fraction")
+        if not self.recover_load < self.target_load < self.raise_load:
+            raise ValueError("need recover_load < target_load < raise_load")
         return self
 
 
@@ -269,8 +405,53 @@ class BrokerSettings(Section):
     )
 
 
+class GatewaySettings(Section):
+    """``hopline gateway``, the WebSocket ingress: where it listens, who may stream, and its limits."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(8765, ge=0, lt=65536, description="0 picks a free port (logged at start).")
+    tokens: dict[str, str] = Field(
+        default_factory=dict,
+        description='Tenant -> bearer token, e.g. HOPLINE_GATEWAY__TOKENS=\'{"acme":"s3cret"}\'.',
+    )
+    tokens_file: str | None = Field(
+        None, description="A JSON object of tenant -> token, read at start and merged over ``tokens``."
+    )
+    max_message_bytes: int = Field(
+        65536, gt=0, description="Largest WebSocket message (2 s of 16 kHz PCM16); a larger one closes with 1009."
+    )
+    max_realtime_factor: float = Field(
+        2.0, gt=0, description="A session sending audio faster than this many seconds per second is closed (1008)."
+    )
+    burst_s: float = Field(
+        1.0, gt=0, description="Seconds of audio a session may run ahead of that rate (jitter, a buffered start)."
+    )
+    max_sessions: int = Field(500, ge=1, description="Live sessions per replica; one more is refused (1013).")
+    max_sessions_per_tenant: int = Field(100, ge=1, description="Live sessions per tenant on one replica (1013).")
+    max_connections: int = Field(
+        2000, ge=1, description="Open WebSockets per replica: sessions, subscriptions and those not started yet."
+    )
+    start_timeout_s: float = Field(10.0, gt=0, description="A socket must authenticate and start within this (1008).")
+    idle_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="No audio this long ends the session (end-of-stream frame) and closes the socket (1000). Below "
+        "the windower's audio.idle_timeout_s, so the session ends with a final instead of expiring.",
+    )
+    end_linger_s: float = Field(
+        10.0,
+        ge=0,
+        description='After {"event":"end"} a /v1/stream socket stays open this long for the last transcripts.',
+    )
+    transcript_backlog: int = Field(
+        256, ge=1, description="Transcript messages queued for one socket; a client this far behind is closed (1008)."
+    )
+
+
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="HOPLINE_", env_nested_delimiter="__", extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(
+        env_prefix="HOPLINE_", env_nested_delimiter="__", extra="ignore", frozen=True, hide_input_in_errors=True
+    )
 
     kafka: KafkaSettings = KafkaSettings()
     topics: TopicSettings = TopicSettings()
@@ -281,6 +462,7 @@ class Settings(BaseSettings):
     probe: ProbeSettings = ProbeSettings()
     metrics: MetricsSettings = MetricsSettings()
     broker: BrokerSettings = BrokerSettings()
+    gateway: GatewaySettings = GatewaySettings()
     log_level: str = "INFO"
 
     def override(self, **sections: Mapping[str, Any]) -> Settings:
@@ -308,6 +490,7 @@ class Settings(BaseSettings):
                         {"type": e["type"], "loc": (name, *e["loc"]), "input": e["input"], "ctx": e.get("ctx", {})}
                         for e in exc.errors()
                     ],
+                    hide_input=True,
                 ) from None
         return self.model_copy(update=update)
 

@@ -39,8 +39,15 @@ not sent.
 
 At-least-once delivery upstream means a hop may arrive twice (worker restart) or late
 (after a newer one): a hypothesis whose ``hop_seq`` is not newer than the last one applied
-is ignored; the newer window already covers its audio. Problems come back as data
-(:class:`Outcome`), never as exceptions. State per session is a plain JSON-able dict
+is ignored; the newer window already covers its audio. A hypothesis at or before the input
+offset of the last one applied (``offset``, recorded in the state) is the assembler's own
+replay after a crash: its outputs went out before, so it yields nothing (status ``replayed``).
+
+A segment is closed early, its committed words as a final and its tail kept for the next,
+once it holds ``max_segment_words`` committed words: long speech without a pause would
+otherwise make every state write (the whole segment) grow without bound. At most
+``max_sessions`` sessions are open: a new one closes the least recently heard, with its final.
+Problems come back as data (:class:`Outcome`), never as exceptions. State per session is a plain JSON-able dict
 (:meth:`Stitcher.snapshot` / :meth:`Stitcher.restore`) so a service can keep it durable.
 """
 
@@ -57,7 +64,7 @@ from pipeline.clock import Clock, now_ms
 
 Record = dict[str, Any]
 
-Status = Literal["applied", "duplicate", "stale", "closed", "invalid"]
+Status = Literal["applied", "duplicate", "stale", "closed", "invalid", "replayed"]
 
 _PUNCTUATION = re.compile(r"[^\w']+")
 
@@ -88,6 +95,8 @@ class StitchingPolicy:
     idle_timeout_ms: float = 30_000.0
     closed_retention_ms: float = 60_000.0
     min_emit_spacing: float = 0.5
+    max_segment_words: int = 100
+    max_sessions: int = 10_000
 
 
 @dataclass
@@ -108,6 +117,7 @@ class SessionState:
     last_first_capture_ts_ms: float = 0.0
     last_seen_wall_ms: float = 0.0
     closed: bool = False
+    last_offset: int = -1
 
     def to_record(self) -> Record:
         return {
@@ -125,6 +135,7 @@ class SessionState:
             "last_first_capture_ts_ms": self.last_first_capture_ts_ms,
             "last_seen_wall_ms": self.last_seen_wall_ms,
             "closed": self.closed,
+            "last_offset": self.last_offset,
         }
 
     @classmethod
@@ -144,6 +155,7 @@ class SessionState:
             last_first_capture_ts_ms=float(record["last_first_capture_ts_ms"]),
             last_seen_wall_ms=float(record["last_seen_wall_ms"]),
             closed=bool(record["closed"]),
+            last_offset=int(record.get("last_offset", -1)),
         )
 
 
@@ -155,6 +167,7 @@ class Outcome:
     transcripts: tuple[contracts.Transcript, ...] = ()
     reason: str = ""
     dropped_words: int = 0
+    evicted: tuple[str, ...] = ()
 
     @property
     def emitted(self) -> bool:
@@ -199,16 +212,24 @@ class Stitcher:
         else:
             self._sessions.pop(session_id, None)
 
-    def accept(self, hypothesis: contracts.Hypothesis, emit_interval_ms: float) -> Outcome:
-        """Apply one hypothesis; returns the partial and/or final transcripts it causes."""
+    def accept(self, hypothesis: contracts.Hypothesis, emit_interval_ms: float, offset: int = -1) -> Outcome:
+        """Apply one hypothesis; returns the partial and/or final transcripts it causes.
+
+        ``offset``: the hypothesis' input offset (-1 when unknown), which tells a replay apart.
+        Transcripts of sessions closed to make room come first, listed in ``evicted``.
+        """
         session_id = hypothesis.session_id
         problem = _check(hypothesis)
         if problem:
             return Outcome("invalid", reason=problem)
         hop_seq = hypothesis.hop_seq
         state = self._sessions.get(session_id)
+        evicted: list[contracts.Transcript] = []
         if state is None:
+            evicted = self._make_room()
             state = self._sessions[session_id] = SessionState(session_id)
+        if 0 <= offset <= state.last_offset:
+            return Outcome("replayed", reason=f"offset {offset} already applied (hop {state.last_hop_seq})")
         if state.closed:
             return Outcome("closed", reason=f"hop {hop_seq} after the session's final hop {state.last_hop_seq}")
         if hop_seq == state.last_hop_seq:
@@ -218,6 +239,7 @@ class Stitcher:
 
         now = self._clock()
         state.last_hop_seq = hop_seq
+        state.last_offset = max(state.last_offset, offset)
         state.last_first_capture_ts_ms = hypothesis.first_capture_ts_ms
         state.last_seen_wall_ms = now
         window_start = hypothesis.window_start_ms
@@ -234,7 +256,9 @@ class Stitcher:
         self._commit(state, candidates[:stable])
         state.tail = candidates[stable:]
 
-        transcripts: list[contracts.Transcript] = []
+        transcripts = evicted
+        if len(state.committed) >= self.policy.max_segment_words and not hypothesis.is_final:
+            transcripts.append(self._close(state, now, state.last_emit_stream_ms, keep_tail=True))
         if hypothesis.is_final:
             if self._has_words(state) or state.segment == 0:
                 transcripts.append(self._close(state, now, window_end))
@@ -245,13 +269,33 @@ class Stitcher:
             transcripts.append(self._transcript(state, "partial", now))
             state.last_emit_stream_ms = window_end
             state.last_emit_wall_ms = now
-        return Outcome("applied", tuple(transcripts), dropped_words=dropped)
+        return Outcome(
+            "applied",
+            tuple(transcripts),
+            dropped_words=dropped,
+            evicted=tuple(t.session_id for t in evicted),
+        )
+
+    def _make_room(self) -> list[contracts.Transcript]:
+        """Close the least recently heard open session if ``max_sessions`` are open; its final."""
+        open_sessions = [state for state in self._sessions.values() if not state.closed]
+        if len(open_sessions) < self.policy.max_sessions:
+            return []
+        oldest = min(open_sessions, key=lambda state: state.last_seen_wall_ms)
+        oldest.closed = True
+        if self._has_words(oldest) or oldest.segment == 0:
+            return [self._close(oldest, self._clock(), oldest.last_emit_stream_ms)]
+        return []
+
+    def session_ids(self) -> list[str]:
+        """The sessions in memory, open or closed."""
+        return list(self._sessions)
 
     def expire(self) -> Expiry:
         """Close sessions idle for ``idle_timeout_ms`` (their final) and forget long-closed ones.
 
-        A closed session is remembered for ``closed_retention_ms`` so that late duplicates
-        of its hops are still recognised and ignored.
+        A closed session is remembered for ``closed_retention_ms`` after it closed, so that late
+        duplicates of its hops are still recognised and ignored instead of opening segment 0 again.
         """
         now = self._clock()
         expiry = Expiry()
@@ -265,6 +309,7 @@ class Stitcher:
                 if self._has_words(state) or state.segment == 0:
                     expiry.finals.append(self._close(state, now, state.last_emit_stream_ms))
                 state.closed = True
+                state.last_seen_wall_ms = now  # retention counts from the close: a late hop stays a late hop
                 expiry.closed.append(session_id)
         return expiry
 
@@ -344,13 +389,20 @@ class Stitcher:
         wall_due = now - state.last_emit_wall_ms >= emit_interval_ms * self.policy.min_emit_spacing
         return stream_due and wall_due
 
-    def _close(self, state: SessionState, now: float, stream_ms: float) -> contracts.Transcript:
-        """Commit the tail, emit the segment's final, start the next segment."""
-        self._commit(state, state.tail)
+    def _close(
+        self, state: SessionState, now: float, stream_ms: float, keep_tail: bool = False
+    ) -> contracts.Transcript:
+        """Commit the tail (or, with ``keep_tail``, leave it to the next segment), emit the
+        segment's final, start the next segment."""
+        tail = state.tail
+        if keep_tail:
+            state.tail = []
+        else:
+            self._commit(state, tail)
         final = self._transcript(state, "final", now)
         state.segment += 1
         state.committed = []
-        state.tail = []
+        state.tail = tail if keep_tail else []
         state.last_emit_stream_ms = stream_ms
         state.last_emit_wall_ms = now
         return final

@@ -2,12 +2,14 @@
 
 from pipeline.contracts.codec import (
     ALL,
+    CAPABILITIES,
     CONTROL,
     DEAD_LETTER,
     FRAME,
     HOP,
     HYPOTHESIS,
     LATENCY,
+    MAX_SESSION_ID_BYTES,
     PROBE,
     TRANSCRIPT,
     Contract,
@@ -26,16 +28,19 @@ from pipeline.contracts.records import (
     LatencyEvent,
     Transcript,
     Word,
+    WorkerCapabilities,
 )
 
 __all__ = [
     "ALL",
+    "CAPABILITIES",
     "CONTROL",
     "DEAD_LETTER",
     "FRAME",
     "HOP",
     "HYPOTHESIS",
     "LATENCY",
+    "MAX_SESSION_ID_BYTES",
     "PROBE",
     "TRANSCRIPT",
     "AudioFrame",
@@ -52,4 +57,5 @@ __all__ = [
     "Transcript",
     "UnknownSchemaError",
     "Word",
+    "WorkerCapabilities",
 ]

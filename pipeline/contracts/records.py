@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Self
 
 from pipeline.contracts.codec import (
+    CAPABILITIES,
     CONTROL,
     DEAD_LETTER,
     FRAME,
@@ -142,6 +143,7 @@ class Hypothesis(_WithWords):
     infer_start_ts_ms: float
     infer_end_ts_ms: float
     skipped_before: int = 0
+    strided_before: int = 0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -184,6 +186,7 @@ class LatencyEvent(_Message):
     window_secs: float
     control_level: int
     emitted: bool
+    skipped_before: int = 0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -202,11 +205,15 @@ class ControlCommand(_Message):
     reason: str
     metrics: dict[str, float]
     issued_ts_ms: float
+    tier: str = "full"
 
 
 @dataclass(frozen=True, kw_only=True)
 class DeadLetter(_Message):
-    """``dead_letter.avsc``: a message a service could not process, kept whole with the reason."""
+    """``dead_letter.avsc``: a message a service could not process, with the reason.
+
+    Key and value are the original bytes up to a bound (:mod:`pipeline.kafka.dead_letters`): a cut one says
+    so in the reason, with the original length and sha256, so a dead letter always fits the producer."""
 
     contract: ClassVar[Contract] = DEAD_LETTER
 
@@ -232,3 +239,25 @@ class BrokerProbe(_Message):
     sent_ts_ms: float
     previous_rtt_ms: float
     lookup_ms: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class WorkerCapabilities(_Message):
+    """``worker_capabilities.avsc``: what each degradation knob saves on one worker. Key: worker_id."""
+
+    contract: ClassVar[Contract] = CAPABILITIES
+
+    worker_id: str
+    device: str
+    measured_ts_ms: float
+    batch_size: int
+    base_batch_ms: float
+    savings: dict[str, float]
+    tiers: tuple[str, ...]
+
+    def to_avro(self) -> Record:
+        return {**super().to_avro(), "savings": dict(self.savings), "tiers": list(self.tiers)}
+
+    @classmethod
+    def from_avro(cls, record: Mapping[str, Any]) -> Self:
+        return cls(**{**record, "tiers": tuple(record["tiers"])})

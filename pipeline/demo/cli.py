@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
+from typing import TypeVar
 
+from pipeline.demo.scenarios import Burst, SlowdownWindow
 from pipeline.settings import Settings
+
+T = TypeVar("T")
 
 
 def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAction) -> None:
@@ -22,6 +27,20 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
         "--duration", type=float, default=20.0, metavar="S", help="seconds of audio per session (default 20)"
     )
     demo.add_argument("--slowdown", type=float, default=1.0, metavar="K", help="worker fault slowdown (default 1)")
+    demo.add_argument(
+        "--slowdown-at",
+        type=_scenario(SlowdownWindow.parse),
+        default=None,
+        metavar="T1:T2:K",
+        help="slow the worker K times only from T1 to T2 seconds of streaming (recovery is measured after T2)",
+    )
+    demo.add_argument(
+        "--burst",
+        type=_scenario(Burst.parse),
+        default=None,
+        metavar="N@T",
+        help="N more sessions join T seconds into the run (admission control applies as each joins)",
+    )
     demo.add_argument("--no-controller", action="store_true", help="run without the degradation controller")
     demo.add_argument(
         "--compare-slowdown",
@@ -34,6 +53,20 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
         "--samples", default=None, metavar="DIR", help="a manifest.json + WAV directory (default: the bundled samples/)"
     )
     demo.add_argument("--plot", default=None, metavar="OUT.png", help="draw the latency breakdown over time")
+    demo.add_argument(
+        "--gateway",
+        action="store_true",
+        help="the sessions enter through a 'hopline gateway' child as real-time WebSocket clients (half Twilio "
+        "mu-law 8 kHz calls followed on /v1/transcripts, half /v1/stream PCM16 16 kHz); word emission, finals and "
+        "delivery are measured on the clients' sockets",
+    )
+    demo.add_argument(
+        "--gateway-url",
+        default=None,
+        metavar="ws://HOST:PORT",
+        help="like --gateway, through a running gateway and pipeline instead (no broker or services: the "
+        "clients' figures only); tenant and token from HOPLINE_GATEWAY__TOKENS (one tenant)",
+    )
     demo.add_argument("--json", action="store_true", help="print one JSON object with the figures")
     demo.set_defaults(handler=_run_demo)
 
@@ -46,10 +79,26 @@ def _run_demo(args: argparse.Namespace, settings: Settings) -> int:
         sessions=args.sessions,
         duration_s=args.duration,
         slowdown=args.slowdown,
+        slowdown_at=args.slowdown_at,
+        burst=args.burst,
         controller=not args.no_controller,
         compare_slowdown=args.compare_slowdown,
         as_json=args.json,
         samples_dir=args.samples,
         plot=args.plot,
         external_broker=args.bootstrap_servers is not None,
+        gateway=args.gateway,
+        gateway_url=args.gateway_url,
     )
+
+
+def _scenario(parse: Callable[[str], T]) -> Callable[[str], T]:
+    """An argparse type from a scenario parser: its ValueError becomes argparse's one-line error."""
+
+    def convert(text: str) -> T:
+        try:
+            return parse(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    return convert

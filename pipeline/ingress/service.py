@@ -66,6 +66,8 @@ class AudioStream:
     codec: str = "pcm16"
     sample_rate: int = 16000
     source_rate: int | None = None
+    #: Seconds after the others start that this session joins (admission is checked then).
+    start_offset_s: float = 0.0
 
 
 @dataclass
@@ -104,6 +106,8 @@ class AudioProducer:
         problem = audio.format_error(stream.codec, stream.sample_rate)
         if problem is not None:
             raise ValueError(problem)
+        if len(stream.session_id.encode()) > contracts.MAX_SESSION_ID_BYTES:
+            raise ValueError(f"session id longer than {contracts.MAX_SESSION_ID_BYTES} bytes")
         samples = audio.resample_to(stream.samples, stream.source_rate or stream.sample_rate, stream.sample_rate)
         per_frame = stream.sample_rate * self._frame_ms // 1000
         return [audio.encode(frame, stream.codec) for frame in audio.frames_of(samples, per_frame)]
@@ -125,8 +129,10 @@ class AudioProducer:
     def admit(self, session_id: str) -> None:
         """Raise :class:`SessionRefused` when the controller has closed admission."""
         if self._control is not None and not self._control.knobs.admit_new_sessions:
+            why = self._control.reason
             raise SessionRefused(
                 f"session {session_id} refused: admission closed at degradation level {self._control.knobs.level}"
+                + (f" ({why}); try again later" if why else "; try again later")
             )
 
     def stream(self, stream: AudioStream, realtime: bool = False) -> int:
@@ -151,7 +157,8 @@ class AudioProducer:
         start_ms = self._clock() * 1000.0
         queue: list[tuple[float, int, _Session]] = []
         for index, (stream, frames) in enumerate(zip(streams, payloads, strict=True)):
-            session = _Session(stream, frames, start_ms)
+            offset_ms = round(stream.start_offset_s * 1000.0 / self._frame_ms) * self._frame_ms
+            session = _Session(stream, frames, start_ms + offset_ms)
             heapq.heappush(queue, (session.start_ms + self._frame_ms, index, session))
         sent: dict[str, int] = {}
         refused: set[str] = set()

@@ -142,6 +142,7 @@ def embedded_broker_warning(sessions: int, duration_s: float) -> str | None:
     return (
         f"the embedded broker slows down as it stores batches: measured, it holds {sessions} sessions' traffic for "
         f"about {hold_s:.0f} s, and this run streams {duration_s:.0f} s, so latency will grow towards the end. "
-        "For longer runs use Apache Kafka: `docker compose up -d kafka topics`, then "
-        "`hopline --bootstrap-servers 127.0.0.1:29092 demo ...` (or any bootstrap servers)."
+        "For longer runs use Apache Kafka: `docker compose up -d topics`, then "
+        "`HOPLINE_KAFKA__REPLICATION_FACTOR=3 hopline --bootstrap-servers 127.0.0.1:29092 demo ...` "
+        "(or any bootstrap servers)."
     )

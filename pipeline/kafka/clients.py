@@ -23,6 +23,27 @@ log = logging.getLogger(__name__)
 LIBRDKAFKA_LOG = logging.getLogger("librdkafka")
 
 
+def security_config(settings: Settings) -> dict[str, str]:
+    """``settings.kafka``'s security as librdkafka keys: the one mapping every confluent client uses."""
+    kafka = settings.kafka
+    config: dict[str, str] = {"security.protocol": kafka.security_protocol}
+    if kafka.sasl_mechanism and kafka.sasl_username and kafka.sasl_password:
+        config.update(
+            {
+                "sasl.mechanism": kafka.sasl_mechanism,
+                "sasl.username": kafka.sasl_username,
+                "sasl.password": kafka.sasl_password.get_secret_value(),
+            }
+        )
+    files = {
+        "ssl.ca.location": kafka.ssl_cafile,
+        "ssl.certificate.location": kafka.ssl_certfile,
+        "ssl.key.location": kafka.ssl_keyfile,
+    }
+    config.update({key: str(path) for key, path in files.items() if path is not None})
+    return config
+
+
 def producer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
     """Idempotent, low-linger producer keyed with murmur2 like the Java and aiokafka clients."""
     kafka = settings.kafka
@@ -35,6 +56,7 @@ def producer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
         "compression.type": "none",
         "message.max.bytes": 4 * 1024 * 1024,
         "logger": LIBRDKAFKA_LOG,
+        **security_config(settings),
     }
     if kafka.statistics_interval_ms:
         config.update({"statistics.interval.ms": kafka.statistics_interval_ms, "stats_cb": stats_callback})
@@ -62,6 +84,7 @@ def consumer_config(settings: Settings, group_id: str, **overrides: Any) -> dict
         "heartbeat.interval.ms": kafka.heartbeat_interval_ms,
         "partition.assignment.strategy": "cooperative-sticky",
         "logger": LIBRDKAFKA_LOG,
+        **security_config(settings),
     }
     config.update(overrides)
     return config
@@ -79,5 +102,9 @@ def make_consumer(settings: Settings, group_id: str, **overrides: Any) -> Consum
     return Consumer(consumer_config(settings, group_id, **overrides))
 
 
+def admin_config(settings: Settings) -> dict[str, Any]:
+    return {"bootstrap.servers": settings.kafka.bootstrap_servers, **security_config(settings)}
+
+
 def make_admin(settings: Settings) -> AdminClient:
-    return AdminClient({"bootstrap.servers": settings.kafka.bootstrap_servers})
+    return AdminClient(admin_config(settings))

@@ -1,7 +1,18 @@
-"""Dead letters: a message a service cannot process goes, whole and with the reason, to ``<topic>.dlq``."""
+"""Dead letters: a message a service cannot process goes, with the reason, to ``<topic>.dlq``.
+
+A letter always fits the smallest producer request limit it meets (faust's 1 MB): the message
+it was given may be as big as the broker took, and a letter the producer refuses would
+crash-loop its service on the same message. So a letter carries at most the first
+:data:`KEPT_KEY_BYTES` of the original key and :data:`KEPT_VALUE_BYTES` of the value (the
+reason then says so, with the original length and sha256, so the original can still be
+identified), a reason of at most :data:`MAX_REASON_BYTES` and names of at most
+:data:`MAX_NAME_BYTES`: an encoded letter is at most :data:`MAX_DEAD_LETTER_BYTES`, and its
+Kafka key (:func:`dead_letter_key`) at most :data:`KEPT_KEY_BYTES`.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Callable
 
@@ -12,6 +23,40 @@ from pipeline.clock import now_ms
 from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
+
+#: Most bytes of the original key a letter carries (and uses as its own Kafka key); ids are far shorter.
+KEPT_KEY_BYTES = 1024
+#: Most bytes of the original value a letter carries: enough to see what was wrong with it.
+KEPT_VALUE_BYTES = 64 * 1024
+#: Most UTF-8 bytes of a letter's reason, the notes on what was cut included.
+MAX_REASON_BYTES = 4096
+#: Most UTF-8 bytes of a letter's source topic, service and error type.
+MAX_NAME_BYTES = 256
+#: Most bytes of an encoded letter: the parts above plus the header and the fixed-size fields.
+MAX_DEAD_LETTER_BYTES = 72 * 1024
+
+_REASON_CUT = " [reason cut]"
+
+
+def _clip(text: str, limit: int, mark: str = "") -> str:
+    """``text`` in at most ``limit`` UTF-8 bytes, ``mark`` ending it when cut (lone surrogates become '?')."""
+    data = text.encode(errors="replace")
+    if len(data) <= limit:
+        return data.decode()
+    return data[: limit - len(mark.encode())].decode(errors="ignore") + mark
+
+
+def _kept(what: str, data: bytes | None, limit: int) -> tuple[bytes | None, str | None]:
+    """The first ``limit`` bytes of ``data``, and a note saying what was cut (None when nothing was)."""
+    if data is None or len(data) <= limit:
+        return data, None
+    digest = hashlib.sha256(data).hexdigest()
+    return data[:limit], f"{what} cut to its first {limit} of {len(data)} bytes (sha256 {digest})"
+
+
+def dead_letter_key(key: bytes | None) -> bytes | None:
+    """The Kafka key to send a letter with: the original key, cut to :data:`KEPT_KEY_BYTES`."""
+    return key if key is None else key[:KEPT_KEY_BYTES]
 
 
 def dead_letter_record(
@@ -25,22 +70,25 @@ def dead_letter_record(
     error: BaseException | None,
     service: str,
 ) -> bytes:
-    """The encoded ``DeadLetter`` record: the original message, whole, and why it failed."""
+    """The encoded ``DeadLetter`` record: the original message (cut to the bounds above) and why it failed."""
+    kept_key, key_note = _kept("key", key, KEPT_KEY_BYTES)
+    kept_value, value_note = _kept("value", value, KEPT_VALUE_BYTES)
+    notes = "".join(f"; {note}" for note in (key_note, value_note) if note)
     return contracts.DeadLetter(
-        source_topic=source_topic,
+        source_topic=_clip(source_topic, MAX_NAME_BYTES),
         partition=partition,
         offset=offset,
-        key=key,
-        value=value,
-        reason=reason,
-        error_type=type(error).__name__ if error else "invalid",
-        service=service,
+        key=kept_key,
+        value=kept_value,
+        reason=_clip(reason, MAX_REASON_BYTES - len(notes), _REASON_CUT) + notes,
+        error_type=_clip(type(error).__name__ if error else "invalid", MAX_NAME_BYTES),
+        service=_clip(service, MAX_NAME_BYTES),
         failed_ts_ms=now_ms(),
     ).encode()
 
 
 class DeadLetters:
-    """Publishes unprocessable messages, whole and with the reason, to ``<topic>.dlq``."""
+    """Publishes unprocessable messages, with the reason, to ``<topic>.dlq`` (see the module for the bounds)."""
 
     def __init__(self, settings: Settings, producer: Producer, service: str) -> None:
         self._settings = settings
@@ -57,7 +105,9 @@ class DeadLetters:
         """``on_delivery`` lets at-least-once consumers commit the source offset only once the letter is acked."""
         source = message.topic() or "unknown"
         partition, offset = message.partition() or 0, message.offset() or 0
-        log.warning("dead-lettered %s[%s]@%s: %s", source, partition, offset, reason)
+        log.warning(
+            "dead-lettered %s[%s]@%s: %s", source, partition, offset, _clip(reason, MAX_REASON_BYTES, _REASON_CUT)
+        )
         record = dead_letter_record(
             source_topic=source,
             partition=partition,
@@ -69,5 +119,8 @@ class DeadLetters:
             service=self._service,
         )
         self._producer.produce(
-            self._settings.topics.dead_letter(source), key=message.key(), value=record, on_delivery=on_delivery
+            self._settings.topics.dead_letter(source),
+            key=dead_letter_key(message.key()),
+            value=record,
+            on_delivery=on_delivery,
         )

@@ -11,7 +11,8 @@ Avro bytes, and its CLI wants to own the process. Here:
   the group session/heartbeat timeouts from settings, ``topic_partitions`` equal to
   ``settings.topics.partitions`` (table changelogs must match the source topic, else
   ``PartitionsMismatch``), raw bytes keys/values, the web server off, a private data dir
-  and in-memory table stores (state survives restarts through the changelog topics).
+  and in-memory table stores (state survives restarts through the changelog topics), and
+  the TLS/SASL settings as faust broker credentials (:func:`broker_credentials`).
 * :func:`raw_topic` -> a topic of raw bytes; values are encoded with ``pipeline.contracts``.
 * :class:`AgentDeadLetters` -> publish an event an agent cannot process to ``<topic>.dlq``.
 * :func:`run_app` -> run the app in this process from a ``hopline`` CLI handler until
@@ -48,6 +49,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import tempfile
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -58,7 +60,7 @@ import faust
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import EventT
 
-from pipeline.kafka.dead_letters import dead_letter_record
+from pipeline.kafka.dead_letters import dead_letter_key, dead_letter_record
 from pipeline.kafka.produce_stats import PRODUCE_STATS
 from pipeline.ready import announce_ready, announce_stats
 from pipeline.settings import Settings
@@ -135,12 +137,34 @@ def _data_dir(app_id: str) -> Path:
     return path
 
 
+def broker_credentials(settings: Settings) -> faust.auth.Credentials | None:
+    """``settings.kafka``'s security as faust credentials: the aiokafka side of ``clients.security_config``.
+
+    None for PLAINTEXT; SSL and SASL_SSL get an SSL context with the CA bundle and the client certificate.
+    """
+    kafka = settings.kafka
+    context = None
+    if kafka.security_protocol in ("SSL", "SASL_SSL"):
+        context = ssl.create_default_context(cafile=kafka.ssl_cafile)
+        if kafka.ssl_certfile and kafka.ssl_keyfile:
+            context.load_cert_chain(kafka.ssl_certfile, kafka.ssl_keyfile)
+    if kafka.sasl_mechanism and kafka.sasl_username and kafka.sasl_password:
+        return faust.SASLCredentials(
+            username=kafka.sasl_username,
+            password=kafka.sasl_password.get_secret_value(),
+            ssl_context=context,
+            mechanism=kafka.sasl_mechanism,
+        )
+    return None if context is None else faust.SSLCredentials(context)
+
+
 def make_app(settings: Settings, app_id: str, **conf: Any) -> HoplineApp:
     """A faust app for one hopline service; ``conf`` overrides any faust setting."""
     kafka = settings.kafka
     brokers = [f"kafka://{server.strip()}" for server in kafka.bootstrap_servers.split(",") if server.strip()]
     options: dict[str, Any] = {
         "broker": brokers,
+        "broker_credentials": broker_credentials(settings),
         "key_serializer": "raw",
         "value_serializer": "raw",
         "topic_partitions": settings.topics.partitions,
@@ -201,7 +225,7 @@ class AgentDeadLetters:
             error=error,
             service=self._service,
         )
-        return await topic.send(key=key, value=record)
+        return await topic.send(key=dead_letter_key(key), value=record)
 
 
 Hook = Callable[[], Awaitable[None] | None]

@@ -8,6 +8,7 @@ ListOffsets under-reports the high watermark, and fetch responses carry the righ
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -19,6 +20,8 @@ from pipeline.kafka.clients import consumer_config
 from pipeline.settings import Settings
 
 Partition = tuple[str, int]
+
+log = logging.getLogger(__name__)
 
 
 class ReadIncomplete(CliError):
@@ -86,3 +89,19 @@ def read_to_end(
                     raise CliError(f"reading {message.topic()}: {error}")
     finally:
         consumer.close()
+
+
+def poll_record(consumer: Consumer, timeout_s: float, what: str) -> Message | None:
+    """The next record, or None after ``timeout_s``, at a partition's end or on an error (logged with ``what``).
+
+    For followers that keep reading until stopped: one loop shape for all of them.
+    """
+    message = consumer.poll(timeout_s)
+    if message is None:
+        return None
+    error = message.error()
+    if error is not None:
+        if error.code() != KafkaError._PARTITION_EOF:
+            log.warning("%s: %s", what, error)
+        return None
+    return message

@@ -22,25 +22,29 @@ def pipeline_topics(settings: Settings) -> dict[str, dict[str, str]]:
 
     Frames, hops, hypotheses, transcripts and latency events are keyed by session id and
     share one partition count so a session sits on the same partition number everywhere.
-    The control topic is compacted: only the newest command per scope matters. The probe topic
-    carries the broker probe's heartbeats (see :func:`partition_count` for its one partition).
+    The control topic is compacted: only the newest command per scope matters; its dead-letter
+    topic is not (every rejected command is kept). The probe topic carries the broker probe's
+    heartbeats, the compacted capabilities topic each worker's measured knob savings (see
+    :func:`partition_count` for their one partition).
     """
     topics = settings.topics
     keyed = [topics.frames, topics.hops, topics.hypotheses, topics.transcripts, topics.latency]
-    consumed = (topics.frames, topics.hops, topics.hypotheses, topics.latency)
+    consumed = (topics.frames, topics.hops, topics.hypotheses, topics.latency, topics.control)
     dead_letters = [topics.dead_letter(t) for t in consumed]
     spec: dict[str, dict[str, str]] = {name: {} for name in keyed + dead_letters}
     spec[topics.control] = {"cleanup.policy": "compact"}
     spec[topics.probe] = {}
+    spec[topics.capabilities] = {"cleanup.policy": "compact"}
     return spec
 
 
 def partition_count(settings: Settings, name: str) -> int:
-    """Partitions a pipeline topic is created with: the common count, but one for the probe's heartbeats.
+    """Partitions a pipeline topic is created with: the common count, but one for the probe and capabilities.
 
-    A heartbeat a second per prober needs no spreading, and its readers then fetch one small partition.
+    A heartbeat a second per prober, or a record per worker start, needs no spreading, and their
+    readers then fetch one small partition.
     """
-    return 1 if name == settings.topics.probe else settings.topics.partitions
+    return 1 if name in (settings.topics.probe, settings.topics.capabilities) else settings.topics.partitions
 
 
 def create_topics(settings: Settings, timeout_s: float = 10.0, extra: Iterable[str] = ()) -> list[str]:

@@ -10,6 +10,16 @@ Per hop (MISSION.md, "Latency accounting"):
 - ``post``       = transcript_published − infer_end
 - ``e2e``        = transcript_published − first_capture
 
+Whose clock: ``ready`` is the windower's receive time of the frame that completed the hop, so
+``net`` and everything after it are measured on clocks the pipeline owns. ``hop_buffer`` is the
+only component spanning two clocks: from the producer's capture of the hop's first frame to the
+windower receiving the last one (~160 ms + producer -> windower transport + the producer's clock
+offset). The windower sanity-checks the capture time (NaN, too far ahead or behind its receive
+time -> replaced by "received − one frame", counted) and never lets it be later than ``ready``.
+The degradation controller does not use it at all: its e2e is one hop period plus ``net`` ...
+``post`` (:mod:`pipeline.control.policy`). An idle-expired final hop is ready at the expiry
+check, so its ``hop_buffer`` includes the idle wait.
+
 The intermediate timestamps cancel, so the components add up to ``e2e``. It is exact in
 floating point too: epoch-ms timestamps of one run lie within a factor of two of each other,
 so every difference is exact (Sterbenz) and the differences sit on one grid whose sums are
@@ -86,6 +96,7 @@ def latency_event(
         window_secs=hypothesis.window_secs,
         control_level=hypothesis.control_level,
         emitted=emitted,
+        skipped_before=hypothesis.skipped_before,
     )
 
 

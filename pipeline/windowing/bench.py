@@ -6,7 +6,12 @@ process (every third one as 8 kHz mu-law, the rest 16 kHz PCM16); then reports:
 
 * ``frames_per_s``: frames the sessions sent per second of streaming;
 * ``hop_emit_ms_p50/p95``: ``published_ts_ms - ready_ts_ms`` of every hop after the first
-  two seconds (warm-up: the first fetch of each partition), ``..._all`` over every hop;
+  two seconds (warm-up: the first fetch of each partition), ``..._all`` over every hop. Both
+  are the windower's clock (ready = when it received the hop's completing frame), so this is
+  the windower's own time per hop, transport from the producer not included;
+* ``frame_ingest_ms_p50/p95``: that transport, ``ready_ts_ms - first_capture_ts_ms - hop_ms``
+  of the full hops after warm-up: the completing frame's receive time minus the end of its
+  audio (the producer sends a frame when its audio ends, on this machine's clock);
 * ``cpu_ms_per_s_per_session``: the windower's CPU time (from /proc) per second of
   streaming per session, and ``windower_cores`` (CPU seconds per wall second);
 * ``changelog_bytes_per_s_per_session``: bytes written to the windower's table changelogs;
@@ -88,12 +93,14 @@ class _Windower:
 
 
 class _HopReader(threading.Thread):
-    """Reads the hops topic from the beginning; keeps emit latency and ready time of each hop."""
+    """Reads the hops topic from the beginning; keeps each hop's ready time, emit latency and frame ingest."""
 
     def __init__(self, settings: Settings) -> None:
         super().__init__(name="hop-reader", daemon=True)
         self.consumer = open_reader(settings, "bench-reader", [settings.topics.hops])
-        self.hops: list[tuple[float, float]] = []
+        self.hop_ms = settings.audio.hop_ms
+        #: (ready, published - ready, ready - first capture - hop_ms or None for a final hop), ms.
+        self.hops: list[tuple[float, float, float | None]] = []
         self.finals = 0
         self.stop = threading.Event()
 
@@ -103,7 +110,8 @@ class _HopReader(threading.Thread):
             if message is None or message.error():
                 continue
             hop = contracts.Hop.decode(message.value())
-            self.hops.append((hop.ready_ts_ms, hop.published_ts_ms - hop.ready_ts_ms))
+            ingest = None if hop.is_final else hop.ready_ts_ms - hop.first_capture_ts_ms - self.hop_ms
+            self.hops.append((hop.ready_ts_ms, hop.published_ts_ms - hop.ready_ts_ms, ingest))
             self.finals += int(hop.is_final)
         self.consumer.close()
 
@@ -161,8 +169,9 @@ def run_bench(settings: Settings, sessions: int, seconds: float, external_broker
             recovery_s = time.monotonic() - restarted_at
         finally:
             restarted.stop()
-    steady = [latency for ready, latency in reader.hops if ready > start_ms + WARM_UP_MS]
-    every = [latency for _, latency in reader.hops]
+    steady = [latency for ready, latency, _ in reader.hops if ready > start_ms + WARM_UP_MS]
+    every = [latency for _, latency, _ in reader.hops]
+    ingest = [late for ready, _, late in reader.hops if late is not None and ready > start_ms + WARM_UP_MS]
     return {
         "sessions": sessions,
         "seconds": seconds,
@@ -176,6 +185,8 @@ def run_bench(settings: Settings, sessions: int, seconds: float, external_broker
         "hop_emit_ms_p99": round(percentile(steady, 99), 2),
         "hop_emit_ms_p95_all": round(percentile(every, 95), 2),
         "hop_emit_ms_max_all": round(max(every), 2) if every else float("nan"),
+        "frame_ingest_ms_p50": round(percentile(ingest, 50), 2),
+        "frame_ingest_ms_p95": round(percentile(ingest, 95), 2),
         "windower_cpu_s": round(cpu_used, 2),
         "windower_cores": round(cpu_used / wall_s, 3),
         "cpu_ms_per_s_per_session": round(1000 * cpu_used / wall_s / sessions, 3),

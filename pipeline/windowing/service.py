@@ -6,6 +6,16 @@ The rules live in :mod:`pipeline.windowing` (pure); this module is the wiring: d
 dead-letter invalid frames to ``<frames>.dlq`` with the reason and the original bytes,
 follow ``window_secs`` from the control topic, expire idle sessions every second.
 
+Timing is the pipeline's own: each frame is stamped with :func:`pipeline.clock.now_ms` when
+its event is taken, and a hop's ``ready_ts_ms`` is that receive time of the frame that
+completed it (or the expiry check's time for an idle session's final hop), so ``net`` =
+``published_ts_ms - ready_ts_ms`` is measured on one clock. ``first_capture_ts_ms`` is the
+producer's capture time of the hop's first frame after the policy's sanity check; a capture
+time it clamps is counted in ``hopline_windower_capture_clamped_total{reason}``, and every
+other frame's received - capture end (transport plus the producer's clock offset) goes to
+``hopline_windower_capture_skew_seconds{producer}``, labelled by the session id's tenant
+prefix (:class:`~pipeline.windowing.policy.ProducerLabels`, a bounded number of labels).
+
 State that survives a restart: faust tables with changelog topics, chosen over rebuilding
 from the frames topic because the embedded broker cannot look offsets up by time and a
 rebuild would have to re-read an unknown stretch of every partition. Writing a session's
@@ -43,15 +53,33 @@ After a crash (SIGKILL) a hop whose state write was lost is sent again with the 
 ``hop_seq`` and audio: consumers treat (session, hop_seq) as the hop's identity. The
 changelog replay grows with the changelog: on Apache Kafka the compacted topics hold ~130
 records per live session; the embedded broker never compacts.
+
+A delivery that fails (hop, state or dead letter) is counted, logged and sent again with
+backoff (:class:`~pipeline.windowing.policy.DeliveryRetry`); the frames behind it are acked
+only once it is through. If it never goes through the windower exits with
+:data:`DELIVERY_FAILED_EXIT`: the restart replays from the last commit, where staying up
+would leave the committed offset stuck for the rest of the run.
+
+Idle expiry closes a session with a final hop and writes its closed state; the state is
+deleted only after ``ended_retention_s`` more, so a frame that comes later reopens the
+session with its hop numbers going on, even across a restart (see the policy).
+
+Rebalance: on partitions revoked, the sessions of those partitions are persisted and
+dropped from memory, so this windower neither expires nor deletes state it no longer owns;
+on partitions assigned, their changelogs are read to the end again (the state another
+windower wrote meanwhile) and their sessions restored, so one with no more frames still
+expires.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import os
 import struct
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -63,7 +91,7 @@ from pipeline.control.follower import ControlFollower
 from pipeline.kafka.readers import ReadIncomplete, read_to_end
 from pipeline.observe.metrics import LATENCY_BUCKETS_S, serve_metrics
 from pipeline.settings import Settings
-from pipeline.windowing.policy import Frame, Outcome, SessionWindow, Windower
+from pipeline.windowing.policy import DeliveryRetry, Frame, Outcome, ProducerLabels, SessionWindow, Windower
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +104,12 @@ GAP_FRAMES = Counter("hopline_windower_gap_frames_total", "Missing frames filled
 DUPLICATE_FRAMES = Counter("hopline_windower_duplicate_frames_total", "Duplicate frames dropped")
 LATE_FRAMES = Counter("hopline_windower_late_frames_total", "Frames that came after they were given up")
 EXPIRED_SESSIONS = Counter("hopline_windower_expired_sessions_total", "Sessions closed for idleness")
+SKIPPED_FRAMES = Counter(
+    "hopline_windower_skipped_frames_total", "Frames passed over without fill: seq jumps past max_gap_frames"
+)
+DELIVERY_FAILURES = Counter(
+    "hopline_windower_delivery_failures_total", "Hop, state or dead-letter deliveries that failed", ["topic"]
+)
 ACTIVE_SESSIONS = Gauge("hopline_windower_sessions", "Sessions in memory (open or recently ended)")
 WINDOWING_SECONDS = Histogram(
     "hopline_windower_windowing_seconds",
@@ -83,13 +117,29 @@ WINDOWING_SECONDS = Histogram(
     buckets=LATENCY_BUCKETS_S,
 )
 HOP_EMIT_SECONDS = Histogram(
-    "hopline_windower_hop_emit_seconds", "Hop ready (end of last frame) -> published", buckets=LATENCY_BUCKETS_S
+    "hopline_windower_hop_emit_seconds",
+    "Hop ready (its completing frame received) -> published",
+    buckets=LATENCY_BUCKETS_S,
+)
+CAPTURE_CLAMPED = Counter(
+    "hopline_windower_capture_clamped_total",
+    "Frames whose capture_ts_ms was NaN, in the future or too old, replaced by their receive time",
+    ["reason"],
+)
+CAPTURE_SKEW_SECONDS = Histogram(
+    "hopline_windower_capture_skew_seconds",
+    "Frame received - capture end: transport plus the producer's clock offset (a clock ahead: first bucket)",
+    ["producer"],
+    buckets=LATENCY_BUCKETS_S,
 )
 
 SEQ = struct.Struct("<q")
 
 #: A session's unpersisted frames are written at the latest this long after the first of them.
 PERSIST_WITHIN_S = 1.0
+
+#: Exit status when output could not be delivered after every retry (EX_TEMPFAIL: restart and replay).
+DELIVERY_FAILED_EXIT = 75
 
 
 def session_key(session_id: str) -> bytes:
@@ -98,6 +148,19 @@ def session_key(session_id: str) -> bytes:
 
 def chunk_key(session_id: str, slot: int) -> bytes:
     return f"{session_id}\x1f{slot}".encode()
+
+
+@dataclass
+class _Sent:
+    """One send in flight: its delivery future, its topic, and how to send the same record again."""
+
+    future: asyncio.Future[Any]
+    topic: str
+    again: Callable[[], Awaitable[Any]]
+
+
+def _failed(future: asyncio.Future[Any]) -> bool:
+    return future.cancelled() or future.exception() is not None
 
 
 @dataclass
@@ -140,9 +203,16 @@ class WindowerService:
         self._in_flight: asyncio.Future[None] | None = None
         self._acking: set[asyncio.Future[Any]] = set()
         self._caught_up: set[int] = set()
+        self._assigned: set[int] = set()
+        self._producer_label = ProducerLabels()
         self._draining = False
+        self.retry = DeliveryRetry()
+        self.exit: Callable[[int], None] = os._exit
         self.app.agent(self.frames, name="window-frames")(self._consume)
         self.app.timer(PERSIST_WITHIN_S / 2)(self._housekeeping)
+        # faust's signal types want handlers of (sender, *args): these take the one argument it sends.
+        self.app.on_partitions_revoked.connect(self._on_revoked)  # type: ignore[arg-type]
+        self.app.on_partitions_assigned.connect(self._on_assigned)  # type: ignore[arg-type]
 
     def run(self) -> int:
         from pipeline.kafka.faust_app import run_app
@@ -164,6 +234,7 @@ class WindowerService:
         async for event in self._stream.events():
             if self._draining:
                 continue  # left unacked: the next run gets it again
+            received = now_ms()
             started = time.perf_counter()
             FRAMES_IN.inc()
             try:
@@ -176,7 +247,10 @@ class WindowerService:
             if frame.session_id not in self.windower.sessions:
                 self._restore(frame.session_id)
             window_secs, level = self._knobs()
-            outcome = self.windower.accept(frame, window_secs, level, partition=event.message.partition)
+            outcome = self.windower.accept(
+                frame, window_secs, level, partition=event.message.partition, received_ts_ms=received
+            )
+            self._observe_capture(frame.session_id, outcome)
             if outcome.rejection is not None:
                 await self._dead_letter(event, outcome.rejection.reason)
                 continue
@@ -198,17 +272,33 @@ class WindowerService:
 
     async def _dead_letter(self, event: Any, reason: str, error: BaseException | None = None) -> None:
         DEAD_LETTERED.inc()
-        self._ack_when_delivered([event], [await self.dead_letters.publish(event, reason, error)])
+
+        def again() -> Awaitable[Any]:
+            return self.dead_letters.publish(event, reason, error)
+
+        topic = self.settings.topics.dead_letter(self.settings.topics.frames)
+        self._ack_when_delivered([event], [_Sent(await again(), topic, again)])
+
+    def _observe_capture(self, session_id: str, outcome: Outcome) -> None:
+        """Count a clamped capture time, or observe the frame's skew under its producer's label."""
+        if outcome.clamped_capture is not None:
+            CAPTURE_CLAMPED.labels(reason=outcome.clamped_capture).inc()
+        if outcome.capture_skew_ms is not None:
+            CAPTURE_SKEW_SECONDS.labels(producer=self._producer_label(session_id)).observe(
+                outcome.capture_skew_ms / 1000.0
+            )
 
     def _count(self, outcome: Outcome) -> None:
         if outcome.gaps:
             GAP_FRAMES.inc(outcome.gaps)
+        if outcome.skipped:
+            SKIPPED_FRAMES.inc(outcome.skipped)
         if outcome.duplicate:
             DUPLICATE_FRAMES.inc()
         if outcome.late:
             LATE_FRAMES.inc()
 
-    async def _publish(self, outcome: Outcome) -> list[asyncio.Future[Any]]:
+    async def _publish(self, outcome: Outcome) -> list[_Sent]:
         """Send the outcome's hops; returns their delivery futures."""
         self._count(outcome)
         sent = []
@@ -220,32 +310,62 @@ class WindowerService:
             HOP_EMIT_SECONDS.observe(max(published - hop.ready_ts_ms, 0.0) / 1000.0)
         return sent
 
-    def _ack_when_delivered(self, events: list[Any], sent: list[asyncio.Future[Any]]) -> None:
+    def _ack_when_delivered(self, events: list[Any], sent: list[_Sent]) -> None:
         """Ack ``events`` once everything in ``sent`` is on the broker, so commits never outrun output.
 
         A frame is committed only after the hops it completed and the state recording it are
-        delivered: a crash before that replays the frame instead of losing it.
+        delivered: a crash before that replays the frame instead of losing it. A failed
+        delivery is sent again (:meth:`_redeliver`) before the frames are acked.
         """
         if not sent:
             for event in events:
                 event.ack()
             return
-        delivered = asyncio.gather(*sent)
+        delivered = asyncio.gather(*(s.future for s in sent), return_exceptions=True)
         self._acking.add(delivered)
 
         def ack(done: asyncio.Future[Any]) -> None:
             self._acking.discard(done)
-            if done.cancelled() or done.exception() is not None:
-                log.error("output not delivered, %d frames stay unacked: %s", len(events), done)
+            failed = [s for s in sent if _failed(s.future)]
+            if not failed:
+                for event in events:
+                    event.ack()
                 return
-            for event in events:
-                event.ack()
+            retrying = asyncio.ensure_future(self._redeliver(events, failed))
+            self._acking.add(retrying)
+            retrying.add_done_callback(self._acking.discard)
 
         delivered.add_done_callback(ack)
 
+    async def _redeliver(self, events: list[Any], failed: list[_Sent]) -> None:
+        """Send failed records again with backoff; ack ``events`` once all are through, or exit non-zero."""
+        failures = 0
+        while failed:
+            failures += 1
+            for sent in failed:
+                DELIVERY_FAILURES.labels(topic=sent.topic).inc()
+                error = None if sent.future.cancelled() else sent.future.exception()
+                log.error("delivery to %s failed (%d in a row): %r", sent.topic, failures, error)
+            delay = self.retry.delay_s(failures)
+            if delay is None:
+                log.critical(
+                    "output still not delivered after %d attempts: exiting %d, %d frames replay after the restart",
+                    failures,
+                    DELIVERY_FAILED_EXIT,
+                    len(events),
+                )
+                self.exit(DELIVERY_FAILED_EXIT)
+                return
+            await asyncio.sleep(delay)
+            failed = [_Sent(await s.again(), s.topic, s.again) for s in failed]
+            await asyncio.gather(*(s.future for s in failed), return_exceptions=True)
+            failed = [s for s in failed if _failed(s.future)]
+        for event in events:
+            event.ack()
+
     # -- state ----------------------------------------------------------------------------
 
-    async def _write(self, table: Any, partition: int, key: bytes, value: bytes | None) -> asyncio.Future[Any] | None:
+    async def _write(self, table: Any, partition: int, key: bytes, value: bytes | None) -> _Sent | None:
         """Set (or with None delete) a table key, sending the change to an explicit changelog partition.
 
         Sent straight to the producer rather than through faust's ``send_soon`` buffer, which can
@@ -258,21 +378,25 @@ class WindowerService:
             table.data[key] = value
         return await self._send(table.changelog_topic.get_topic_name(), key, value, partition)
 
-    async def _send(self, topic: str, key: bytes, value: bytes | None, partition: int | None = None) -> Any:
-        """Straight to faust's producer (flushed when the app stops); returns the delivery future.
+    async def _send(self, topic: str, key: bytes, value: bytes | None, partition: int | None = None) -> _Sent:
+        """Straight to faust's producer (flushed when the app stops); returns the send in flight.
 
         Skips faust's ``Topic.send`` layer, which costs several times more per message.
         """
-        return await self.app.producer.send(topic, key, value, partition, None, None)
 
-    async def _persist(self, session_id: str, sent: list[asyncio.Future[Any]] | None = None) -> None:
+        def again() -> Awaitable[Any]:
+            return self.app.producer.send(topic, key, value, partition, None, None)
+
+        return _Sent(await again(), topic, again)
+
+    async def _persist(self, session_id: str, sent: list[_Sent] | None = None) -> None:
         """Write the session's snapshot and new audio; ack the frames they cover once delivered.
 
         Acking after delivery means a committed frame offset never runs ahead of the state:
         frames redelivered after a restart are either in the restored state (dropped as
         duplicates) or not yet seen. ``sent``: hops these frames completed, also awaited.
         """
-        writes: list[asyncio.Future[Any] | None] = list(sent or [])
+        writes: list[_Sent | None] = list(sent or [])
         pending = self._unpersisted.pop(session_id, None)
         session = self.windower.sessions.get(session_id)
         if pending is None or session is None:
@@ -285,31 +409,29 @@ class WindowerService:
             writes.append(await self._write(self.audio_table, session.partition, chunk_key(session_id, slot), chunk))
         snapshot = session.snapshot()
         writes.append(await self._write(self.session_table, session.partition, session_key(session_id), snapshot))
-        self._ack_when_delivered(pending.events, [future for future in writes if future is not None])
+        self._ack_when_delivered(pending.events, [write for write in writes if write is not None])
 
     async def _housekeeping(self) -> None:
-        """Persist sessions with frames waiting too long; expire idle sessions."""
+        """Persist sessions with frames waiting too long; expire idle sessions; forget long-ended ones."""
         cutoff = time.monotonic() - PERSIST_WITHIN_S
         for session_id in [sid for sid, pending in self._unpersisted.items() if pending.since <= cutoff]:
             await self._uninterrupted(self._persist(session_id))
         window_secs, level = self._knobs()
-        for session, outcome in self.windower.expire_idle(window_secs, level):
-            EXPIRED_SESSIONS.inc(0 if session.end_seq is not None else 1)
-            await self._uninterrupted(self._publish_and_forget(session, outcome))
+        for session, outcome in self.windower.expire_idle(window_secs, level, now_ms=now_ms()):
+            EXPIRED_SESSIONS.inc()
+            self._unpersisted.setdefault(session.session_id, _Unpersisted())  # the closed state is written
+            await self._uninterrupted(self._publish_and_persist(session.session_id, outcome))
+        for session in self.windower.forget_ended():
+            await self._uninterrupted(self._forget(session))
         ACTIVE_SESSIONS.set(len(self.windower.sessions))
 
-    async def _publish_and_forget(self, session: SessionWindow, outcome: Outcome) -> None:
-        sent = await self._publish(outcome)
+    async def _forget(self, session: SessionWindow) -> None:
+        """Delete an ended session's state (tombstones); acks the frames still waiting on it once delivered."""
         pending = self._unpersisted.pop(session.session_id, None)
-        sent += await self._forget(session)
-        self._ack_when_delivered(pending.events if pending else [], sent)
-
-    async def _forget(self, session: SessionWindow) -> list[asyncio.Future[Any]]:
-        """Delete the session's state (tombstones); returns the delivery futures."""
         keys = [(self.session_table, session_key(session.session_id))]
         keys += [(self.audio_table, chunk_key(session.session_id, slot)) for slot in range(self.chunk_slots)]
         sent = [await self._write(table, session.partition, key, None) for table, key in keys]
-        return [future for future in sent if future is not None]
+        self._ack_when_delivered(pending.events if pending else [], [write for write in sent if write is not None])
 
     async def _uninterrupted(self, work: Awaitable[None]) -> None:
         """Finish ``work`` even if this task is cancelled: a hop and the state recording it go out together."""
@@ -357,7 +479,7 @@ class WindowerService:
                     start = SEQ.size + index * frame_bytes
                     frames[first_seq + index] = chunk[start : start + frame_bytes]
         session = SessionWindow.restore(session_id, snapshot, frames, self.windower.shape)
-        self.windower.sessions[session_id] = session
+        self.windower.adopt(session)
         log.info("restored session %s at seq %d, hop %d", session_id, session.next_seq, session.hop_seq)
         return session
 
@@ -369,8 +491,7 @@ class WindowerService:
         be missed. Reading until end-of-partition closes that gap. Runs before a partition's first
         frame is windowed (the agent may start before ``on_ready``); returns the records applied.
         """
-        assigned = {tp.partition for tp in self.app.consumer.assignment() if tp.topic == self.settings.topics.frames}
-        partitions = assigned - self._caught_up
+        partitions = self._owned() - self._caught_up
         self._caught_up |= partitions
         if not partitions:
             return 0
@@ -392,12 +513,50 @@ class WindowerService:
         return applied
 
     def _restore_all(self) -> None:
+        """Restore every session of the partitions this windower owns (the table may hold others' too)."""
         self._read_changelogs_to_end()
-        for key in list(self.session_table.keys()):
+        owned = self._owned()
+        for key, snapshot in list(self.session_table.data.items()):
             session_id = key.decode() if isinstance(key, bytes) else str(key)
-            if session_id not in self.windower.sessions:
+            if session_id not in self.windower.sessions and json.loads(snapshot)["partition"] in owned:
                 self._restore(session_id)
         ACTIVE_SESSIONS.set(len(self.windower.sessions))
+
+    def _owned(self) -> set[int]:
+        return self._frames_partitions(self.app.consumer.assignment())
+
+    def _frames_partitions(self, tps: Iterable[Any]) -> set[int]:
+        return {tp.partition for tp in tps if tp.topic == self.settings.topics.frames}
+
+    async def _on_revoked(self, app: Any, revoked: Iterable[Any], **_: Any) -> None:
+        """Before the group reassigns anything: write the state of every frame taken, and flush it.
+
+        With faust's eager rebalancing every partition is revoked, and the new owner of one may
+        start reading its changelog as soon as this returns.
+        """
+        if not self._frames_partitions(revoked):
+            return
+        if self._in_flight is not None:
+            await asyncio.shield(self._in_flight)
+        for session_id in list(self._unpersisted):
+            await self._uninterrupted(self._persist(session_id))
+        await self.app.producer.flush()
+
+    async def _on_assigned(self, app: Any, assigned: Iterable[Any], **_: Any) -> None:
+        """Drop the sessions of partitions gone to another windower; catch up on and restore new ones.
+
+        A partition that comes back later is read from its changelog again (another windower wrote
+        it meanwhile), and its sessions are restored even without a frame, so idle ones still expire.
+        """
+        partitions = self._frames_partitions(assigned)
+        gone = self._assigned - partitions
+        self._assigned = partitions
+        if gone:
+            dropped = self.windower.forget_partitions(gone)
+            self._caught_up -= gone
+            log.info("partitions %s revoked: %d sessions left to their new owner", sorted(gone), len(dropped))
+        if partitions - self._caught_up:
+            self._restore_all()
 
 
 def run_windower(settings: Settings) -> int:

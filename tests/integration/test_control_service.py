@@ -20,14 +20,24 @@ pytestmark = pytest.mark.integration
 #: The prober runs, but this shared test broker never counts as slow: these tests are about the latency rules.
 HEALTHY_BROKER = {"slow_p95_ms": 10_000.0, "slow_lookup_p95_ms": 10_000.0}
 
+#: Every level counts as worthwhile, so the queue-wait thresholds map to levels one to one.
+QUEUE_WAIT_LADDER = {"window_s": 1.5, "tick_s": 0.1, "min_events": 10, "min_level_saving": 0.0}
+
 
 def stream_until(producer: Producer, settings: Settings, follower: ControlFollower, queue_wait_ms: float, level: int):
-    """Publish 100 events/s of the given queue wait until the follower sees ``level`` (or 20 s pass)."""
+    """Publish 100 events/s of the given queue wait until the follower sees ``level`` (or 20 s pass).
+
+    Each hop's share of its batch's inference is 1 ms, so the worker load stays ~0.1: only queue_wait moves.
+    """
 
     def published_and_seen() -> bool:
         for _ in range(10):
             event = latency_event(
-                queue_wait_ms, session_id=f"s{uuid.uuid4().hex[:4]}", control_level=follower.knobs.level
+                queue_wait_ms,
+                session_id=f"s{uuid.uuid4().hex[:4]}",
+                control_level=follower.knobs.level,
+                gpu_infer_ms=8.0,
+                batch_size=8,
             )
             producer.produce(settings.topics.latency, key=b"s", value=event.encode())
         producer.flush(5)
@@ -36,11 +46,11 @@ def stream_until(producer: Producer, settings: Settings, follower: ControlFollow
     return wait_for(published_and_seen, 20.0, interval_s=0.1)
 
 
-def test_controller_raises_under_queueing_then_steps_down_one_level_at_a_time(
+def test_controller_raises_under_queueing_then_steps_down_to_the_level_the_load_fits(
     make_settings: SettingsFactory,
 ) -> None:
     settings = make_settings(
-        controller={"window_s": 1.5, "tick_s": 0.1, "min_events": 10, "recover_hold_s": 0.5},
+        controller={**QUEUE_WAIT_LADDER, "recover_hold_s": 0.5},
         probe=HEALTHY_BROKER,
         metrics={"enabled": True},
     )
@@ -65,8 +75,8 @@ def test_controller_raises_under_queueing_then_steps_down_one_level_at_a_time(
 
     commands = read_all(settings, settings.topics.control, contracts.ControlCommand)
     ours = commands[1:]
-    assert [c.seq for c in ours] == [8, 9, 10, 11], "continues the sequence found on the topic"
-    assert [c.level for c in ours] == [3, 2, 1, 0], "raised straight to 3, stepped down one at a time"
+    assert [c.seq for c in ours] == [8, 9], "continues the sequence found on the topic"
+    assert [c.level for c in ours] == [3, 0], "raised straight to 3; the light load fits level 0 straight away"
     assert ours[0].metrics["queue_wait_ms_p95"] == pytest.approx(210.0)
     assert ours[0].metrics["threshold_ms"] == 200.0
     assert (ours[0].emit_interval_ms, ours[0].window_secs, ours[0].beam) == (320, 0.96, 2)
@@ -75,9 +85,7 @@ def test_controller_raises_under_queueing_then_steps_down_one_level_at_a_time(
     logged = [json.loads(line.split("decision ", 1)[1]) for line in controller.lines if "decision {" in line]
     assert [(d["from_level"], d["level"], d["direction"]) for d in logged] == [
         (1, 3, "raise"),
-        (3, 2, "lower"),
-        (2, 1, "lower"),
-        (1, 0, "lower"),
+        (3, 0, "lower"),
     ]
     assert "queue_wait_ms_p95" in logged[0]["metrics"]
 
@@ -89,7 +97,7 @@ def test_controller_raises_under_queueing_then_steps_down_one_level_at_a_time(
 def test_controller_holds_its_level_on_a_transport_alarm(make_settings: SettingsFactory) -> None:
     """Any round trip or lookup counts as slow here: queueing that would raise to 3 is held at 0, and said so."""
     settings = make_settings(
-        controller={"window_s": 1.5, "tick_s": 0.1, "min_events": 10},
+        controller=QUEUE_WAIT_LADDER,
         probe={"interval_ms": 100.0, "min_samples": 3, "slow_p95_ms": 0.001, "slow_lookup_p95_ms": 0.001},
         metrics={"enabled": True},
     )
@@ -100,7 +108,7 @@ def test_controller_holds_its_level_on_a_transport_alarm(make_settings: Settings
 
         def held() -> bool:
             for _ in range(10):
-                event = latency_event(210.0, session_id=f"s{uuid.uuid4().hex[:4]}")
+                event = latency_event(210.0, session_id=f"s{uuid.uuid4().hex[:4]}", gpu_infer_ms=8.0, batch_size=8)
                 producer.produce(settings.topics.latency, key=b"s", value=event.encode())
             producer.flush(5)
             return '"direction":"hold"' in controller.output

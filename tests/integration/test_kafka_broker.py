@@ -13,7 +13,8 @@ def test_topics_exist_with_their_partition_counts(make_settings: SettingsFactory
     metadata = AdminClient({"bootstrap.servers": settings.kafka.bootstrap_servers}).list_topics(timeout=5)
     for name in pipeline_topics(settings):
         assert len(metadata.topics[name].partitions) == partition_count(settings, name)
-        assert partition_count(settings, name) == (1 if name == settings.topics.probe else 3)
+        single = name in (settings.topics.probe, settings.topics.capabilities)
+        assert partition_count(settings, name) == (1 if single else 3)
 
 
 def test_keyed_message_round_trip(make_settings: SettingsFactory) -> None:

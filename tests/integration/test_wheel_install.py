@@ -23,6 +23,8 @@ from pathlib import Path
 
 import pytest
 
+from pipeline import contracts
+
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -127,7 +129,9 @@ def test_the_wheel_carries_the_packages_every_contract_and_the_package_data(inst
     probe = json.loads(done.stdout)
     for package in ("pipeline", "workers"):
         assert Path(probe[package]).is_relative_to(installed.site_packages), f"{package} is not the wheel's"
-    assert len(probe["all"]) == 8 and sorted(probe["loaded"]) == probe["all"], "a schema file per contract"
+    assert len(probe["all"]) == len(contracts.ALL) and sorted(probe["loaded"]) == probe["all"], (
+        "a schema file per contract"
+    )
     assert Path(probe["samples"]).is_relative_to(installed.site_packages)
     assert {"asr.pt", "lexicon.txt", "lm.arpa", "tokens.txt"} <= set(probe["assets"])
     assert {"kafka", "ingress", "windowing", "worker", "asr", "assembly", "control", "observe", "demo"} <= set(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import re
 import time
 from collections import defaultdict
 
@@ -15,7 +17,7 @@ from pipeline.kafka.clients import make_producer
 from pipeline.supervisor import ServiceProcess
 from tests.plugins.broker import SettingsFactory
 from tests.plugins.builders import control_command, frame
-from tests.plugins.kafka import TopicReader
+from tests.plugins.kafka import TopicReader, scrape_metrics
 
 pytestmark = pytest.mark.integration
 
@@ -67,7 +69,8 @@ def assert_hops_match(
         assert hop.gap_frames == 0
         assert redelivered or hop.duplicate_frames == 0
         assert hop.sample_rate == 16000
-        assert hop.ready_ts_ms - hop.first_capture_ts_ms == pytest.approx(20 * (min(8, frames - hop.hop_seq * 8) or 1))
+        # ready is the windower's receive time, published its send time: one clock, in that order.
+        assert hop.first_capture_ts_ms <= hop.ready_ts_ms <= hop.published_ts_ms
 
 
 def test_three_interleaved_sessions_become_exactly_the_expected_hops(make_settings: SettingsFactory) -> None:
@@ -91,6 +94,49 @@ def test_three_interleaved_sessions_become_exactly_the_expected_hops(make_settin
     assert set(grouped) == {"pcm-a", "phone-b", "pcm-c"}
     for stream in streams:
         assert_hops_match(stream, grouped[stream.session_id])
+
+
+def labelled_sample(metrics: str, name: str, label: str) -> float:
+    """The value of ``name{label}`` in a ``/metrics`` text, 0 if absent."""
+    match = re.search(rf"^{re.escape(name)}\{{{re.escape(label)}\}} (\S+)$", metrics, re.MULTILINE)
+    return float(match.group(1)) if match else 0.0
+
+
+def test_hop_timing_is_the_windowers_clock_whatever_the_clients(make_settings: SettingsFactory) -> None:
+    """Captures NaN, at the epoch, or from a clock 300 ms behind: hops as usual, timed by the windower."""
+    settings = make_settings(metrics={"enabled": True})
+    stream = AudioStream("acme/clockless", speech_like(0.64, 16000, 8))  # 32 frames, then end of stream
+
+    def capture(seq: int) -> float:
+        return (math.nan, 0.0, now_ms() - 300, now_ms() - 300)[seq % 4]
+
+    hops_reader = TopicReader(settings, {settings.topics.hops: contracts.Hop})
+    with ServiceProcess(settings, "windower") as windower:
+        windower.wait_ready()
+        producer = AudioProducer(settings)
+        payloads = producer.frames_of(stream)
+        sent_from = now_ms()
+        for seq, payload in enumerate(payloads):
+            producer.send_frame(stream, seq, payload, capture(seq))
+        producer.send_frame(stream, len(payloads), b"", capture(len(payloads)), eos=True)
+        producer.close()
+        hops = hops_reader.until(lambda got: finals(got) == 1)
+        metrics = scrape_metrics(windower.output)
+        assert windower.terminate() == 0
+    hops_reader.close()
+    assert_hops_match(stream, hops)
+    for hop in hops:
+        assert sent_from <= hop.ready_ts_ms <= hop.published_ts_ms
+        # Hops start with a NaN capture, clamped to its arrival (the final one holds no new audio): never the epoch.
+        assert math.isfinite(hop.first_capture_ts_ms) and hop.ready_ts_ms - hop.first_capture_ts_ms < 2000
+    clamped = "hopline_windower_capture_clamped_total"
+    assert labelled_sample(metrics, clamped, 'reason="nan"') == 9  # seqs 0, 4, ..., 32
+    assert labelled_sample(metrics, clamped, 'reason="too_old"') == 8
+    assert labelled_sample(metrics, clamped, 'reason="future"') == 0
+    skew = "hopline_windower_capture_skew_seconds"
+    count = labelled_sample(metrics, f"{skew}_count", 'producer="acme"')
+    assert count == 16
+    assert 0.28 <= labelled_sample(metrics, f"{skew}_sum", 'producer="acme"') / count < 2.0  # 300 ms - 20 + transport
 
 
 def test_invalid_frames_go_to_the_dead_letter_topic_and_good_sessions_go_on(make_settings: SettingsFactory) -> None:
@@ -173,7 +219,7 @@ def test_a_restarted_windower_continues_without_losing_or_repeating_a_hop(
         assert second.terminate() == 0
     hops_reader.close()
     for session_id, session_hops in hops_by_session(hops).items():
-        unique = {}
+        unique: dict[int, contracts.Hop] = {}
         for hop in session_hops:
             again = unique.setdefault(hop.hop_seq, hop)
             assert again.audio == hop.audio and again.window_start_sample == hop.window_start_sample

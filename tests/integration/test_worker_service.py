@@ -38,7 +38,7 @@ def speech() -> np.ndarray:
 
 
 def hops_accounted(records: list[contracts.Hypothesis]) -> int:
-    return len(records) + sum(r.skipped_before for r in records)
+    return len(records) + sum(r.skipped_before + r.strided_before for r in records)
 
 
 def test_hops_in_hypotheses_out_with_timestamps_that_add_up(make_settings: SettingsFactory, speech: np.ndarray) -> None:

@@ -23,6 +23,8 @@ PURE_MODULES = (
     "pipeline.assembly.policy",
     "pipeline.control.policy",
     "pipeline.control.ladder",
+    "pipeline.control.costs",
+    "pipeline.gateway.policy",
     "pipeline.observe.latency",
     "pipeline.observe.probe",
     "workers.batching.policy",

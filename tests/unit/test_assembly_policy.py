@@ -79,7 +79,7 @@ def hypothesis(
 
 
 def run(stitcher: Stitcher, clock: FakeClock, hops, emit_interval_ms: float = 160.0) -> list[contracts.Transcript]:
-    transcripts = []
+    transcripts: list[contracts.Transcript] = []
     for hyp in hops:
         transcripts.extend(stitcher.accept(hyp, emit_interval_ms).transcripts)
         clock.now += HOP_MS
@@ -296,7 +296,10 @@ def test_idle_sessions_get_a_final_and_closed_ones_are_forgotten() -> None:
     assert final.kind == "final" and final.committed_text == last_partial.text == "turn the lih"
     assert expiry.closed == ["s1"] and not expiry.forgotten
     assert stitcher.accept(hypothesis("s1", 6), 160).status == "closed"
-    clock.now += 20_000
+    clock.now += 16_000
+    assert stitcher.expire() == Expiry(), "retention counts from the close (16 s ago), not the last hop (22 s)"
+    assert stitcher.accept(hypothesis("s1", 7), 160).status == "closed", "a late hop stays a late hop"
+    clock.now += 4_000
     assert stitcher.expire() == Expiry(forgotten=["s1"])
     assert "s1" not in stitcher
 
@@ -309,7 +312,7 @@ def test_the_last_word_of_a_closed_segment_is_not_repeated_in_the_next() -> None
     # Hop 17 re-decodes "kitchen" (1620-2100) late and long enough that its middle passes the horizon.
     late = replace(hypothesis("s1", 17), words=(word("kitchen", 1900, 2500, 1.0),))
     assert stitcher.accept(late, 160).transcripts == ()
-    assert stitcher.snapshot("s1")["tail"] == []
+    assert (stitcher.snapshot("s1") or {}).get("tail") == []
 
 
 def real_hop(
@@ -378,3 +381,61 @@ def test_a_word_at_the_very_start_of_a_session_keeps_its_full_timing() -> None:
         ("call", 120, 400),
         ("me", 440, 560),
     ]
+
+
+def test_a_hypothesis_replayed_after_a_restore_from_its_own_snapshot_emits_nothing() -> None:
+    clock = FakeClock(1_000_000.0)
+    first = Stitcher(clock=clock)
+    hops = stream(hops=12)
+    for offset, hyp in enumerate(hops[:-1]):
+        first.accept(hyp, 160, offset=offset)
+    last = first.accept(hops[-1], 160, offset=11)
+    assert last.transcripts and last.transcripts[-1].kind == "final"
+    restored = Stitcher(clock=clock)
+    restored.restore(json.loads(json.dumps(first.snapshot("s1"))))
+    for offset, hyp in enumerate(hops):  # the crash came before the offsets were committed
+        replay = restored.accept(hyp, 160, offset=offset)
+        assert replay.status == "replayed" and not replay.transcripts
+    redelivered = restored.accept(hops[-1], 160, offset=12)  # the worker sent it again: a new offset
+    assert redelivered.status == "closed" and not redelivered.transcripts
+
+
+def unbroken_speech(seconds: float) -> list[tuple[str, float, float]]:
+    """A word every 400 ms (300 ms of word, 100 ms gap): never a pause long enough for an endpoint."""
+    return [(f"w{i}", i * 400.0, i * 400.0 + 300.0) for i in range(int(seconds * 1000 / 400))]
+
+
+def test_state_writes_stay_bounded_through_five_minutes_of_unbroken_speech() -> None:
+    """Without a segment cap the largest write was 53 kB (50 MB in all); capped at 100 words, 7.9 kB (7.9 MB)."""
+    speech = unbroken_speech(300.0)
+    clock = FakeClock(1_000_000.0)
+    stitcher = Stitcher(clock=clock)
+    sizes: list[int] = []
+    transcripts: list[contracts.Transcript] = []
+    hops = int(300_000 / HOP_MS)
+    for seq in range(hops):
+        transcripts += stitcher.accept(hypothesis("s1", seq, speech, is_final=seq == hops - 1), 160).transcripts
+        sizes.append(len(json.dumps(stitcher.snapshot("s1"), separators=(",", ":"))))
+        clock.now += HOP_MS
+    first_minute = max(sizes[: int(60_000 / HOP_MS)])
+    assert max(sizes) <= 1.1 * first_minute, "a write's size must not grow with the segment"
+    finals = [t for t in transcripts if t.kind == "final"]
+    assert len(finals) > 1 and all(len(f.words) <= StitchingPolicy().max_segment_words for f in finals)
+    assert [w.word for f in finals for w in f.words] == [text for text, _, _ in speech], "no word lost or repeated"
+    assert_committed_only_grows(transcripts)
+
+
+def test_a_new_session_beyond_the_cap_closes_the_least_recently_heard_with_its_final() -> None:
+    clock = FakeClock(1_000_000.0)
+    stitcher = Stitcher(StitchingPolicy(max_sessions=2), clock=clock)
+    for session in ("a", "b"):
+        for seq in range(4):
+            stitcher.accept(hypothesis(session, seq), 160)
+            clock.now += HOP_MS
+    stitcher.accept(hypothesis("a", 4), 160)  # "b" is now the least recently heard
+    outcome = stitcher.accept(hypothesis("c", 0), 160)
+    assert outcome.status == "applied" and outcome.evicted == ("b",)
+    (final,) = [t for t in outcome.transcripts if t.session_id == "b"]
+    assert final.kind == "final" and final.text == "turn the lih"  # its tail as heard, like an idle final
+    assert stitcher.accept(hypothesis("b", 5), 160).status == "closed"
+    assert stitcher.accept(hypothesis("a", 5), 160).status == "applied"

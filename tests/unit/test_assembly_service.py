@@ -45,7 +45,7 @@ def hypothesis(seq: int, session: str = "s1", **overrides: Any) -> contracts.Hyp
     return builders.hypothesis(session, seq, **fields)
 
 
-def feed(assembly: Assembly, clock: FakeClock, seq: int, interval: float, **overrides: object):
+def feed(assembly: Assembly, clock: FakeClock, seq: int, interval: float, **overrides: Any):
     """Deliver hop ``seq`` when its inference ended + 5 ms; returns (latency event, transcripts)."""
     hyp = hypothesis(seq, **overrides)
     clock.now = hyp.infer_end_ts_ms + 5.0
@@ -108,3 +108,41 @@ def test_unreadable_and_unstitchable_hypotheses_are_dead_lettered() -> None:
     reversed_window = hypothesis(3, window_start_ms=900.0, window_end_ms=100.0)
     bad = assembly.handle(reversed_window.encode(), 160.0)
     assert bad.dead_letter_reason and "bad window" in bad.dead_letter_reason and not bad.outgoing
+
+
+def test_a_replay_after_a_crash_sends_nothing_not_even_a_latency_event() -> None:
+    clock = FakeClock(BASE_MS)
+    store: dict[str, bytes] = {}
+    before = Assembly(SETTINGS, load_state=store.get, clock=clock)
+    for seq in range(1, 6):
+        handled = before.handle(hypothesis(seq).encode(), 160.0, offset=seq)
+        assert handled.session_id and handled.state
+        store[handled.session_id] = handled.state
+    after = Assembly(SETTINGS, load_state=store.get, clock=clock)
+    for seq in range(1, 6):
+        assert after.handle(hypothesis(seq).encode(), 160.0, offset=seq).outgoing == []
+    assert [m.topic for m in after.handle(hypothesis(5).encode(), 160.0, offset=9).outgoing] == [
+        SETTINGS.topics.latency
+    ], "a redelivery by the worker is a new offset: accounted, not emitted"
+
+
+def test_rebalance_forgets_only_revoked_partitions_and_restores_assigned_ones_for_expiry() -> None:
+    settings = Settings(topics=TopicSettings(prefix="unit", partitions=4), assembler={"idle_timeout_s": 1.0})
+    clock = FakeClock(BASE_MS)
+    store: dict[str, bytes] = {}
+    assembly = Assembly(settings, load_state=store.get, clock=clock)
+    sessions = [f"s{i}" for i in range(12)]
+    for session in sessions:
+        handled = assembly.handle(hypothesis(3, session=session).encode(), 160.0)
+        store[session] = handled.state or b""
+    partitions = {session: assembly.partition_of(session) for session in sessions}
+    assert len(set(partitions.values())) > 1
+    assembly.forget_partitions({0, 1})
+    kept = {s for s, p in partitions.items() if p not in (0, 1)}
+    assert set(assembly.stitcher.session_ids()) == kept
+    assembly.restore_partitions({0}, store.items())
+    assert set(assembly.stitcher.session_ids()) == kept | {s for s, p in partitions.items() if p == 0}
+    clock.now += 2_000.0
+    outgoing, changes = assembly.expire()
+    assert {contracts.Transcript.decode(m.value).session_id for m in outgoing} == set(changes)
+    assert set(changes) == set(assembly.stitcher.session_ids())

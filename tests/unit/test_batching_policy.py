@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 import threading
 from concurrent.futures import Future
@@ -9,7 +10,7 @@ from concurrent.futures import Future
 import pytest
 
 from tests.plugins.clock import FakeClock
-from workers.batching.policy import Batch, BatchPolicy, MicroBatcher, Pending, Superseded
+from workers.batching.policy import Batch, BatchPolicy, InferenceStride, MicroBatcher, Pending, Superseded
 
 
 def hop(session: str, seq: int, final: bool = False) -> Pending[str]:
@@ -378,3 +379,29 @@ def test_micro_batcher_turns_a_failing_batch_into_failed_futures() -> None:
     follow_up = batcher.submit("b", 0, False, "b")
     assert follow_up.exception(5) is not None
     batcher.close(5)
+
+
+def test_stride_runs_every_nth_hop_staggered_evenly_and_always_finals() -> None:
+    stride = InferenceStride()
+    sessions = [f"tenant/s{i}" for i in range(10)]
+    assert all(stride.runs(s, seq, False, 1) for s in sessions for seq in range(4))
+    for session in sessions:
+        runs = [seq for seq in range(12) if stride.runs(session, seq, False, 2)]
+        assert len(runs) == 6 and all(b - a == 2 for a, b in itertools.pairwise(runs))
+    assert [sum(stride.runs(s, seq, False, 2) for s in sessions) for seq in (20, 21)] == [5, 5], "5 + 5, not 6 + 4"
+    assert stride.runs(sessions[0], 7, True, 2) and stride.runs(sessions[1], 8, True, 2), "finals always run"
+    assert stride.sessions == 8, "a session's slot is forgotten at its final hop"
+
+
+def test_hops_not_run_are_accounted_by_the_next_hop_run() -> None:
+    stride = InferenceStride()
+    ran = [seq for seq in range(7) if stride.runs("s", seq, False, 2)]
+    assert ran == [0, 2, 4, 6]
+    assert stride.take_strided("s") == 3, "hops 1, 3 and 5 were not run"
+    assert stride.take_strided("s") == 0
+    assert not stride.runs("s", 7, False, 2)
+    stride.carry("s", 2)
+    assert stride.take_strided("s") == 3, "a stale-skipped hop's count goes to the next hop run"
+    stride.runs("s", 8, True, 2)
+    stride.carry("s", 4)
+    assert stride.take_strided("s") == 0, "nothing is carried past a session's final hop"

@@ -127,6 +127,15 @@ SAMPLES = {
         previous_rtt_ms=6.25,
         lookup_ms=-1.0,
     ),
+    "worker_capabilities": contracts.WorkerCapabilities(
+        worker_id="gpu-node-3:4121",
+        device="cuda:0",
+        measured_ts_ms=1_700_000_000_000.25,
+        batch_size=8,
+        base_batch_ms=12.5,
+        savings={"window": 0.25, "beam2": 0.125, "greedy": 0.375, "int8": 0.0},
+        tiers=("full",),
+    ),
 }
 
 CONTRACTS = {contract.name: contract for contract in contracts.ALL}

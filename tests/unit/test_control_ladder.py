@@ -12,3 +12,7 @@ def test_ladder_only_ever_lowers_quality() -> None:
         assert higher.window_secs <= lower.window_secs
         assert higher.beam <= lower.beam
     assert [s.admit_new_sessions for s in steps] == [True] * 5 + [False]
+
+
+def test_the_int8_tier_comes_with_greedy_decoding_and_stays() -> None:
+    assert [s.tier for s in ladder(Settings())] == ["full"] * 4 + ["int8"] * 2

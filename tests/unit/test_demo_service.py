@@ -7,20 +7,24 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from pipeline.demo.scenarios import Burst, SlowdownWindow
 from pipeline.demo.service import (
     GAP_S,
     MODEL_RATE,
     Received,
     SessionPlan,
     Utterance,
+    compute_saved_pct,
     load_samples,
     over_time,
     plan_sessions,
+    recovered_to_level0_s,
     word_emission_latencies,
 )
 from pipeline.errors import CliError
 from pipeline.kafka.broker import embedded_broker_hold_s, embedded_broker_warning
-from tests.plugins.builders import broker_probe, latency_event
+from pipeline.settings import Settings
+from tests.plugins.builders import broker_probe, control_command, latency_event
 
 
 def utterance(seconds: float, text: str) -> Utterance:
@@ -118,3 +122,47 @@ def test_the_demo_warns_before_outlasting_the_embedded_broker() -> None:
     assert warning is not None and "--bootstrap-servers" in warning and "docker compose" in warning
     assert embedded_broker_hold_s(20) == embedded_broker_hold_s(30)
     assert embedded_broker_hold_s(200) < embedded_broker_hold_s(100)
+
+
+def test_compute_saved_counts_hops_not_run_as_free() -> None:
+    """Level 0 runs every hop at 40 ms a hop; level 1 runs every other hop, batched 8 at 160 ms a batch."""
+    events = [latency_event(hop_seq=seq, gpu_infer_ms=40.0, batch_size=1, control_level=0) for seq in range(10)]
+    events += [
+        latency_event(hop_seq=seq, gpu_infer_ms=160.0, batch_size=8, control_level=1) for seq in range(11, 31, 2)
+    ]
+    saved = compute_saved_pct(events)
+    assert saved["0"] == 0.0
+    overloaded = [*events, latency_event(hop_seq=40, gpu_infer_ms=40.0, batch_size=1, skipped_before=10)]
+    assert compute_saved_pct(overloaded) == saved, "hops skipped as stale were not served: they cost nothing"
+    assert saved["1"] == pytest.approx(100 * (1 - (20 / 2) / 40), abs=0.1)
+    assert compute_saved_pct([latency_event(control_level=2)]) == {"2": None}, "no level 0 to compare with"
+
+
+def test_recovery_is_timed_from_the_end_of_the_slowdown_to_level_zero() -> None:
+    settings = Settings()
+    up = control_command(settings, 2, seq=1, issued_ts_ms=1_000.0)
+    down = control_command(settings, 1, seq=2, issued_ts_ms=45_000.0)
+    back = control_command(settings, 0, seq=3, issued_ts_ms=52_500.0)
+    assert recovered_to_level0_s([up, down, back], since_ms=40_000.0) == 12.5
+    assert recovered_to_level0_s([up, down], since_ms=40_000.0) is None, "never back at level 0"
+    assert recovered_to_level0_s([up, down, back], since_ms=60_000.0) == 0.0, "already at level 0"
+    assert recovered_to_level0_s([], since_ms=10.0) == 0.0
+    assert recovered_to_level0_s([up], since_ms=None) is None
+
+
+def test_a_slowdown_window_slows_only_inside_it() -> None:
+    window = SlowdownWindow(10.0, 40.0, 3.0)
+    assert [window.factor_at(t) for t in (0.0, 9.9, 10.0, 39.9, 40.0)] == [1.0, 1.0, 3.0, 3.0, 1.0]
+
+
+@pytest.mark.parametrize("text", ["10:40", "a:b:c", "40:10:3", "10:40:0.5", "nan:40:3", "10:inf:3"])
+def test_a_bad_slowdown_window_is_a_one_line_error(text: str) -> None:
+    with pytest.raises(ValueError, match=r"T1:T2:K|need 0 <= T1 < T2"):
+        SlowdownWindow.parse(text)
+
+
+def test_bursts_parse_and_refuse_nonsense() -> None:
+    assert Burst.parse("10@15") == Burst(10, 15.0)
+    for text in ("10", "x@1", "0@5", "3@-1", "3@nan"):
+        with pytest.raises(ValueError, match=r"N@T|need N >= 1"):
+            Burst.parse(text)

@@ -15,9 +15,10 @@ from pipeline.settings import KafkaSettings, Settings
 
 @dataclass
 class FixedControl:
-    """Stands in for ControlFollower: the knobs in force."""
+    """Stands in for ControlFollower: the knobs in force and the controller's reason for them."""
 
     knobs: Knobs
+    reason: str = ""
 
 
 @pytest.fixture
@@ -56,9 +57,9 @@ def test_unsupported_formats_are_refused(settings: Settings, codec: str, rate: i
 
 def test_new_sessions_are_refused_while_admission_is_closed(settings: Settings) -> None:
     steps = ladder(settings)
-    closed = AudioProducer(settings, control=FixedControl(steps[5]))  # type: ignore[arg-type]
+    closed = AudioProducer(settings, control=FixedControl(steps[5], "offered load 1.21"))  # type: ignore[arg-type]
     stream = AudioStream("late-caller", np.zeros(3200, dtype=np.int16))
-    with pytest.raises(SessionRefused, match="admission closed at degradation level 5"):
+    with pytest.raises(SessionRefused, match=r"level 5 \(offered load 1.21\); try again later"):
         closed.stream(stream)
     assert closed.stream_many([stream]) == {}
     assert closed.report.sent == 0
@@ -80,3 +81,11 @@ def test_sessions_share_one_tick_in_capture_order(settings: Settings) -> None:
     assert [(s, q) for s, q, _ in sent] == [(s, q) for q in range(4) for s in ("a", "b")]
     captures = {s: [c for name, _, c in sent if name == s] for s in ("a", "b")}
     assert np.allclose(np.diff(captures["a"]), 20) and captures["b"] == captures["a"]
+
+
+def test_a_session_id_beyond_the_contracts_limit_is_refused_before_any_frame(settings: Settings) -> None:
+    producer = AudioProducer(settings)
+    stream = AudioStream("x" * 513, np.zeros(3200, dtype=np.int16))
+    with pytest.raises(ValueError, match="longer than 512 bytes"):
+        producer.stream_many([stream])
+    assert producer.report.sent == 0

@@ -4,19 +4,32 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
 from pipeline import contracts
 from pipeline.clock import now_ms
 from pipeline.control.ladder import ladder
-from pipeline.settings import Settings
+from pipeline.settings import Settings, TopicSettings
 from tests.plugins.builders import hop as make_hop
+from tests.plugins.clock import FakeClock
 from workers.batching.policy import Batch, BatchPolicy, Pending
-from workers.worker.service import HopJob, InvalidHop, build_hypothesis, hop_audio, infer_batch
+from workers.worker import service as worker_service
+from workers.worker.service import (
+    FaultSlowdown,
+    HopJob,
+    HopWorker,
+    InvalidHop,
+    build_hypothesis,
+    hop_audio,
+    infer_batch,
+)
 
 
 @dataclass(frozen=True)
@@ -89,12 +102,14 @@ class TimedRecognizer:
     def __init__(self, seconds: float) -> None:
         self.seconds = seconds
         self.beams: list[int] = []
+        self.tiers: list[str] = []
         self.took_ms: list[float] = []
 
-    def transcribe(self, windows: Sequence[np.ndarray], beam: int) -> list[Recognition]:
+    def transcribe(self, windows: Sequence[np.ndarray], beam: int, tier: str) -> list[Recognition]:
         started = time.perf_counter()
         time.sleep(self.seconds)
         self.beams.append(beam)
+        self.tiers.append(tier)
         self.took_ms.append((time.perf_counter() - started) * 1000.0)
         return [Recognition("hi", (Word("hi", 0.0, 0.1, 1.0),), 1.0) for _ in windows]
 
@@ -114,7 +129,9 @@ def test_a_batch_runs_at_the_beam_and_level_in_force_with_ordered_timestamps() -
     recognizer = TimedRecognizer(0.001)
     knobs = ladder(Settings())[3]
     records = infer_batch(recognizer, closed_batch("abc"), knobs, "w1")
-    assert recognizer.beams == [2]
+    assert recognizer.beams == [2] and recognizer.tiers == ["full"]
+    infer_batch(recognizer, closed_batch("a"), ladder(Settings())[4], "w1")
+    assert recognizer.beams[-1] == 1 and recognizer.tiers[-1] == "int8", "greedy runs on the int8 tier"
     assert [r.session_id for r in records] == ["a", "b", "c"]
     for r in records:
         assert (r.beam, r.control_level, r.batch_size, r.worker_id) == (2, 3, 3, "w1")
@@ -127,3 +144,176 @@ def test_fault_slowdown_makes_inference_take_x_times_as_long() -> None:
     records = infer_batch(recognizer, closed_batch("a"), ladder(Settings())[0], "w1", fault_slowdown=3.0)
     gpu_infer_ms = records[0].infer_end_ts_ms - records[0].infer_start_ts_ms
     assert gpu_infer_ms >= 3.0 * recognizer.took_ms[0]
+
+
+def test_fault_slowdown_follows_its_file_and_falls_back_when_it_is_gone(tmp_path: Path) -> None:
+    clock = FakeClock()
+    path = tmp_path / "slowdown"
+    slowdown = FaultSlowdown(1.0, str(path), clock=clock)
+    assert slowdown.factor() == 1.0, "no file yet"
+    path.write_text("3\n")
+    assert slowdown.factor() == 1.0, "re-read only every half second"
+    clock.advance(0.5)
+    assert slowdown.factor() == 3.0
+    for text in ("0.5", "nan", "fast"):
+        path.write_text(text)
+        clock.advance(0.5)
+        assert slowdown.factor() == 1.0, f"{text!r} is not a slowdown"
+    assert FaultSlowdown(2.0, None).factor() == 2.0
+
+
+class FakeMessage:
+    """A consumed hop as confluent-kafka hands it over."""
+
+    def __init__(self, value: bytes, offset: int, topic: str = "unit.hops", partition: int = 0) -> None:
+        self._value, self._offset, self._topic, self._partition = value, offset, topic, partition
+
+    def topic(self) -> str:
+        return self._topic
+
+    def partition(self) -> int:
+        return self._partition
+
+    def offset(self) -> int:
+        return self._offset
+
+    def key(self) -> bytes:
+        return b"s1"
+
+    def value(self) -> bytes:
+        return self._value
+
+    def error(self) -> None:
+        return None
+
+
+class FakeProducer:
+    """Refuses records for ``refuse`` at produce time; reports failed delivery for ``fail`` (on poll)."""
+
+    def __init__(self, refuse: tuple[str, ...] = (), fail: tuple[str, ...] = ()) -> None:
+        self.refuse, self.fail = refuse, fail
+        self.sent: list[tuple[str, bytes]] = []
+        self._reports: list[tuple[Any, KafkaError | None]] = []
+
+    def produce(self, topic: str, key: Any = None, value: bytes = b"", on_delivery: Any = None) -> None:
+        if topic in self.refuse:
+            raise KafkaException(KafkaError(KafkaError.MSG_SIZE_TOO_LARGE))
+        self.sent.append((topic, value))
+        error = KafkaError(KafkaError._MSG_TIMED_OUT) if topic in self.fail else None
+        if on_delivery is not None:
+            self._reports.append((on_delivery, error))
+
+    def poll(self, timeout: float = 0.0) -> int:
+        reports, self._reports = self._reports, []
+        for on_delivery, error in reports:
+            on_delivery(error, None)
+        return len(reports)
+
+    def flush(self, timeout: float = 0.0) -> int:
+        self.poll()
+        return 0
+
+    def topics(self) -> list[str]:
+        return [topic for topic, _ in self.sent]
+
+
+class FakeConsumer:
+    """Hands out ``messages`` once, assigning their partition on subscribe; records commits."""
+
+    def __init__(self, messages: list[FakeMessage]) -> None:
+        self.messages = list(messages)
+        self.commits: list[list[tuple[int, int]]] = []
+
+    def subscribe(self, topics: list[str], on_assign: Any, **callbacks: Any) -> None:
+        on_assign(self, [TopicPartition(topics[0], 0)])
+
+    def poll(self, timeout: float) -> FakeMessage | None:
+        if self.messages:
+            return self.messages.pop(0)
+        time.sleep(timeout)
+        return None
+
+    def commit(self, offsets: list[TopicPartition], asynchronous: bool) -> None:
+        self.commits.append([(tp.partition, tp.offset) for tp in offsets])
+
+    def get_watermark_offsets(self, tp: TopicPartition, cached: bool) -> tuple[int, int]:
+        return 0, 0
+
+    def position(self, partitions: list[TopicPartition]) -> list[TopicPartition]:
+        return partitions
+
+    def close(self) -> None:
+        pass
+
+
+class StillControl:
+    knobs = ladder(Settings())[0]
+
+    def start(self) -> StillControl:
+        return self
+
+    def close(self) -> None:
+        pass
+
+
+UNIT_SETTINGS = Settings(topics=TopicSettings(prefix="unit"))
+
+
+def hop_worker(
+    monkeypatch: pytest.MonkeyPatch,
+    producer: FakeProducer,
+    messages: list[FakeMessage] = (),  # type: ignore[assignment]
+) -> tuple[HopWorker, FakeConsumer]:
+    consumer = FakeConsumer(list(messages))
+    monkeypatch.setattr(worker_service, "make_producer", lambda settings: producer)
+    monkeypatch.setattr(worker_service, "make_consumer", lambda settings, group: consumer)
+    monkeypatch.setattr(worker_service, "ControlFollower", lambda settings: StillControl())
+    monkeypatch.setattr(worker_service, "DEAD_LETTER_BACKOFF_S", 0.001)
+    return HopWorker(UNIT_SETTINGS, TimedRecognizer(0.0)), consumer
+
+
+def test_a_hypothesis_the_producer_refuses_is_dead_lettered_and_its_hop_committed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    topics = UNIT_SETTINGS.topics
+    producer = FakeProducer(refuse=(topics.hypotheses,))
+    worker, _ = hop_worker(monkeypatch, producer)
+    message = FakeMessage(make_hop().encode(), offset=7)
+    worker.tracker.register(topics.hops, 0, 7)
+    job = HopJob(make_hop(), np.zeros(1600, np.float32), now_ms(), message)  # type: ignore[arg-type]
+    future: Future[contracts.Hypothesis] = Future()
+    future.set_result(infer_batch(TimedRecognizer(0.0), closed_batch("s"), ladder(Settings())[0], "w1")[0])
+    worker._on_done(job, future)  # the produce raised KafkaException: no crash
+    assert producer.topics() == [topics.dead_letter(topics.hops)]
+    letter = contracts.DeadLetter.decode(producer.sent[0][1])
+    assert "Broker: Message size too large" in letter.reason and letter.offset == 7
+    producer.poll()
+    assert worker.tracker.to_commit() == {(topics.hops, 0): 8}
+
+
+def test_a_dead_letter_that_keeps_failing_is_retried_then_the_worker_exits_non_zero_uncommitted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    topics = UNIT_SETTINGS.topics
+    dead_letter_topic = topics.dead_letter(topics.hops)
+    producer = FakeProducer(fail=(dead_letter_topic,))
+    worker, consumer = hop_worker(monkeypatch, producer, [FakeMessage(b"not avro", offset=3)])
+    assert worker.run() != 0
+    assert producer.topics() == [dead_letter_topic] * worker_service.DEAD_LETTER_ATTEMPTS
+    assert all(offset <= 3 for commit in consumer.commits for _, offset in commit)
+
+
+def test_a_dead_letter_delivered_on_a_retry_commits_its_hop(monkeypatch: pytest.MonkeyPatch) -> None:
+    topics = UNIT_SETTINGS.topics
+    dead_letter_topic = topics.dead_letter(topics.hops)
+    producer = FakeProducer(fail=(dead_letter_topic,))
+    worker, _ = hop_worker(monkeypatch, producer)
+    worker.tracker.register(topics.hops, 0, 3)
+    worker._dead_letter(FakeMessage(b"not avro", offset=3), "undecodable", None)  # type: ignore[arg-type]
+    producer.poll()
+    producer.fail = ()
+    time.sleep(0.01)
+    worker._retry_dead_letters()
+    producer.poll()
+    assert producer.topics() == [dead_letter_topic] * 2
+    assert worker.tracker.to_commit() == {(topics.hops, 0): 4}

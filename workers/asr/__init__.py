@@ -6,9 +6,23 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from workers.asr.checkpoint import DEFAULT_CHECKPOINT, CheckpointError
+    from workers.asr.knob_costs import KnobCosts, measure_knob_costs
     from workers.asr.recognizer import Recognition, Recognizer, WordTiming
 
-__all__ = ["DEFAULT_CHECKPOINT", "CheckpointError", "Recognition", "Recognizer", "WordTiming"]
+from workers.asr.tiers import TIER_FULL, TIER_INT8, TIERS
+
+__all__ = [
+    "DEFAULT_CHECKPOINT",
+    "TIERS",
+    "TIER_FULL",
+    "TIER_INT8",
+    "CheckpointError",
+    "KnobCosts",
+    "Recognition",
+    "Recognizer",
+    "WordTiming",
+    "measure_knob_costs",
+]
 
 
 def __getattr__(name: str) -> Any:
@@ -20,4 +34,8 @@ def __getattr__(name: str) -> Any:
         from workers.asr import recognizer
 
         return getattr(recognizer, name)
+    if name in ("KnobCosts", "measure_knob_costs"):
+        from workers.asr import knob_costs
+
+        return getattr(knob_costs, name)
     raise AttributeError(f"module 'workers.asr' has no attribute {name!r}")

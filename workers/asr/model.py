@@ -7,6 +7,7 @@ outputs as the window alone. LayerNorm (not BatchNorm) keeps statistics per fram
 
 from __future__ import annotations
 
+import copy
 from dataclasses import asdict, dataclass
 
 import torch
@@ -148,3 +149,42 @@ class AcousticModel(nn.Module):
 
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+class Int8Linear(nn.Module):
+    """A Linear with int8 weights (one scale per output) and int8 activations (one scale per frame).
+
+    Scaling each frame on its own, unlike ``torch.ao`` dynamic quantization's one scale per batch,
+    keeps the model's contract: a window's output depends neither on its batch-mates nor on padding.
+    CPU only (``torch._int_mm``); accumulation is exact in int32.
+    """
+
+    weight_q: torch.Tensor
+    weight_scale: torch.Tensor
+    bias: torch.Tensor
+
+    def __init__(self, linear: nn.Linear) -> None:
+        super().__init__()
+        w = linear.weight.detach().float()
+        scale = w.abs().amax(dim=1).clamp_min(1e-12) / 127
+        self.register_buffer("weight_q", torch.round(w / scale[:, None]).to(torch.int8).t().contiguous())
+        self.register_buffer("weight_scale", scale)
+        bias = linear.bias if linear.bias is not None else torch.zeros(linear.out_features)
+        self.register_buffer("bias", bias.detach().float().clone())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rows = x.reshape(-1, x.shape[-1]).float()
+        scale = rows.abs().amax(dim=1, keepdim=True).clamp_min(1e-12) / 127
+        acc = torch._int_mm(torch.round(rows / scale).to(torch.int8), self.weight_q)
+        y = acc.float().mul_(scale).mul_(self.weight_scale).add_(self.bias)
+        return y.view(*x.shape[:-1], y.shape[-1])
+
+
+def quantize_int8(model: AcousticModel) -> AcousticModel:
+    """A copy whose Linear layers run in int8; the convolutions and the log-mel front end stay float."""
+    copied = copy.deepcopy(model).eval()
+    for module in list(copied.modules()):
+        for name, child in module.named_children():
+            if isinstance(child, nn.Linear):
+                setattr(module, name, Int8Linear(child))
+    return copied

@@ -15,7 +15,8 @@ from workers.asr import checkpoint as checkpoint_io
 from workers.asr.checkpoint import ASSETS, DEFAULT_CHECKPOINT, CheckpointError
 from workers.asr.decoder import BEAMS, DecoderConfig, LexiconBeamDecoder, read_lexicon
 from workers.asr.features import HOP, MIN_SAMPLES, WIN
-from workers.asr.model import FRAME_S, AcousticModel
+from workers.asr.model import FRAME_S, AcousticModel, quantize_int8
+from workers.asr.tiers import TIER_FULL, TIER_INT8, TIERS
 
 # Centre of output frame i is 4i feature frames in plus the receptive field's middle: i*40 ms + ~42 ms.
 _FRAME_OFFSET_S = (3 * HOP + WIN / 2) / 16000 - FRAME_S / 2
@@ -59,7 +60,12 @@ def resolve_device(device: str) -> torch.device:
 
 
 class Recognizer:
-    """Acoustic model + lexicon/LM beam decoder. One instance per process; not thread-safe."""
+    """Acoustic model + lexicon/LM beam decoder. One instance per process; not thread-safe.
+
+    Tiers (``TIERS``): "full" is the float model; "int8" runs its Linear layers in int8 (a copy built
+    on first use or by ``prepare_tier``; the full model is untouched). int8 kernels are CPU-only, so
+    on CUDA "int8" runs the full model and ``tiers_available`` leaves it out.
+    """
 
     sample_rate: int = 16000
 
@@ -71,6 +77,7 @@ class Recognizer:
         self.decoder = decoder
         self.device = device
         self.info = info
+        self._int8: AcousticModel | None = None
 
     @classmethod
     def load(cls, checkpoint: Path | None = None, device: str = "auto", threads: int | None = None) -> Recognizer:
@@ -97,8 +104,26 @@ class Recognizer:
             raise CheckpointError(f"{ASSETS / 'lm.arpa'}: not a usable ARPA language model ({exc!s:.120})") from exc
         return cls(model, tokens, decoder, resolve_device(device), info)
 
-    def log_probs(self, windows: Sequence[np.ndarray]) -> list[torch.Tensor]:
+    def tiers_available(self) -> tuple[str, ...]:
+        """The tiers that differ on this device: only "full" on CUDA, where "int8" runs the full model."""
+        return TIERS if self.device.type == "cpu" else (TIER_FULL,)
+
+    def prepare_tier(self, tier: str) -> None:
+        """Build a tier's model now (the worker's start-up) rather than inside its first batch."""
+        self._tier_model(tier)
+
+    def _tier_model(self, tier: str) -> AcousticModel:
+        if tier not in TIERS:
+            raise ValueError(f"tier must be one of {TIERS}, got {tier!r}")
+        if tier != TIER_INT8 or tier not in self.tiers_available():
+            return self.model
+        if self._int8 is None:
+            self._int8 = quantize_int8(self.model)
+        return self._int8
+
+    def log_probs(self, windows: Sequence[np.ndarray], tier: str = TIER_FULL) -> list[torch.Tensor]:
         """Per window [frames, tokens] CTC log-probabilities on the CPU, from one padded batch."""
+        model = self._tier_model(tier)
         if not windows:
             return []
         lengths = [len(w) for w in windows]
@@ -109,7 +134,7 @@ class Recognizer:
         audio = torch.from_numpy(batch).to(self.device, non_blocking=True)
         n = torch.tensor(lengths, device=self.device)
         with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
-            lp, frames = self.model(audio, n)
+            lp, frames = model(audio, n)
         lp_cpu = lp.float().cpu()
         return [lp_cpu[i, : int(t)] for i, t in enumerate(frames.cpu())]
 
@@ -133,9 +158,12 @@ class Recognizer:
             conf = 0.0
         return Recognition(" ".join(w.word for w in timed), timed, round(conf, 4))
 
-    def transcribe(self, windows: Sequence[np.ndarray], beam: int = 4) -> list[Recognition]:
-        """Float32 mono 16 kHz windows in [-1, 1] (0.1-30 s) -> one Recognition each, batched."""
+    def transcribe(self, windows: Sequence[np.ndarray], beam: int = 4, tier: str = TIER_FULL) -> list[Recognition]:
+        """Float32 mono 16 kHz windows in [-1, 1] (0.1-30 s) -> one Recognition each, batched.
+
+        ``tier`` picks the acoustic model (see the class docstring); "int8" on CUDA runs the full model.
+        """
         if beam not in BEAMS:
             raise ValueError(f"beam must be one of {BEAMS}, got {beam}")
-        lps = self.log_probs(windows)
+        lps = self.log_probs(windows, tier)
         return [self.decode(lp, beam, len(w) / self.sample_rate) for lp, w in zip(lps, windows, strict=True)]

@@ -38,6 +38,49 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
+class InferenceStride:
+    """Which hops the worker runs at an inference stride n (1 = every hop).
+
+    At stride n a session's non-final hop runs only every n-th time: its partial goes out only that
+    often anyway (emit 320 ms = two hops), and the next rolling window covers the audio of the hops
+    in between. Sessions get their slot round robin as they first appear, so each hop period
+    carries 1/n of them and batches stay even (10 sessions at stride 2: 5 + 5, where a hash split
+    gave 6 + 4 and the 6 set the pace). Final hops always run: they close the session.
+    """
+
+    def __init__(self) -> None:
+        self._slots: dict[str, int] = {}
+        self._next_slot = 0
+        self._strided: dict[str, int] = {}
+
+    def runs(self, session_id: str, hop_seq: int, is_final: bool, stride: int) -> bool:
+        if is_final:
+            self._slots.pop(session_id, None)
+            return True
+        slot = self._slots.get(session_id)
+        if slot is None:
+            slot = self._slots[session_id] = self._next_slot
+            self._next_slot += 1
+        if stride <= 1 or (hop_seq + slot) % stride == 0:
+            return True
+        self._strided[session_id] = self._strided.get(session_id, 0) + 1
+        return False
+
+    def take_strided(self, session_id: str) -> int:
+        """Hops of the session not run since the last call: the next hop run accounts for them."""
+        return self._strided.pop(session_id, 0)
+
+    def carry(self, session_id: str, strided: int) -> None:
+        """Give back the count of a hop that will not be run after all (skipped as stale) to the next one."""
+        if strided and session_id in self._slots:
+            self._strided[session_id] = self._strided.get(session_id, 0) + strided
+
+    @property
+    def sessions(self) -> int:
+        """Sessions holding a slot (forgotten at their final hop)."""
+        return len(self._slots)
+
+
 class Superseded(Exception):
     """The hop was skipped: a newer hop of its session was waiting and covers its audio."""
 

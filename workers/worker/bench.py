@@ -211,11 +211,11 @@ def summarize(sessions: int, hops_sent: int, hypotheses: Sequence[contracts.Hypo
 
 
 def _wait_for_all(reader: HypothesisReader, prefix: str, hops_sent: int) -> list[contracts.Hypothesis]:
-    """Every hop comes back either as a hypothesis or inside one's ``skipped_before``."""
+    """Every hop comes back either as a hypothesis or inside one's ``skipped_before`` or ``strided_before``."""
     deadline = time.monotonic() + DRAIN_TIMEOUT_S
     while True:
         records = reader.for_sessions(prefix)
-        accounted = len(records) + sum(r.skipped_before for r in records)
+        accounted = len(records) + sum(r.skipped_before + r.strided_before for r in records)
         if accounted >= hops_sent or time.monotonic() > deadline:
             if accounted < hops_sent:
                 log.warning(

@@ -1,4 +1,8 @@
-"""``hopline worker``: hops in from Kafka, micro-batched inference, one hypothesis out per hop.
+"""``hopline worker``: hops in from Kafka, micro-batched inference, one hypothesis out per hop run.
+
+Under load the controller's knobs thin the work: at an emit interval of n hops the worker runs
+only every n-th non-final hop of a session (:class:`~workers.batching.policy.InferenceStride`,
+staggered across sessions); the beam and the model tier go with each batch.
 
 Two threads. The main thread owns the consumer: it polls hops, hands them to the
 :class:`~workers.batching.MicroBatcher`, serves producer delivery reports and commits
@@ -10,37 +14,49 @@ Delivery is at-least-once: an offset is committed only once the hypothesis (or d
 letter) of it and of every earlier hop of its partition is acknowledged by the broker
 (:class:`~workers.offsets.OffsetTracker`). SIGTERM stops fetching, runs what was already
 received, flushes, commits and leaves the group.
+
+A hypothesis the producer refuses outright (``KafkaException``, e.g. too large) is that hop's
+failure, not the process's: the hop is dead-lettered with the reason. A dead letter whose
+delivery fails is sent again ``DEAD_LETTER_ATTEMPTS`` times in all, with doubling backoff; if
+it still fails the worker exits non-zero with the hop uncommitted, so its next run replays it.
 """
 
 from __future__ import annotations
 
+import heapq
 import logging
+import math
 import os
 import socket
+import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass
-from typing import Any, Protocol
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient
 from prometheus_client import Counter, Gauge, Histogram
 
 from pipeline import contracts
-from pipeline.clock import now_ms
+from pipeline.clock import Clock, now_ms
+from pipeline.control.costs import inference_stride
 from pipeline.control.follower import ControlFollower
 from pipeline.control.ladder import Knobs
 from pipeline.errors import CliError
-from pipeline.kafka.clients import make_consumer, make_producer
+from pipeline.kafka.clients import make_admin, make_consumer, make_producer
 from pipeline.kafka.dead_letters import DeadLetters
 from pipeline.kafka.produce_stats import PRODUCE_STATS
 from pipeline.observe.metrics import BATCH_SIZE_BUCKETS, LATENCY_BUCKETS_S
 from pipeline.ready import announce_ready, announce_stats
 from pipeline.settings import Settings
-from workers.batching.policy import Batch, BatchPolicy, MicroBatcher, Superseded
+from workers.batching.policy import Batch, BatchPolicy, InferenceStride, MicroBatcher, Superseded
 from workers.worker.offsets import OffsetTracker
+
+if TYPE_CHECKING:
+    from workers.asr import Recognizer
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +64,12 @@ SERVICE = "worker"
 COMMIT_INTERVAL_S = 0.1
 LAG_INTERVAL_S = 1.0
 POLL_TIMEOUT_S = 0.02
+#: Rounds of the start-up knob measurement: ~3.5 s on the 2-core CPU; 5 rounds left savings under ~10% noise.
+KNOB_COST_RUNS = 10
+#: Deliveries tried per dead letter before the worker gives up and exits for a replay.
+DEAD_LETTER_ATTEMPTS = 5
+#: Wait before the first re-send of a failed dead letter; doubles with each further attempt.
+DEAD_LETTER_BACKOFF_S = 0.5
 
 BATCH_WAIT = Histogram(
     "hopline_worker_batch_wait_seconds", "Worker receipt -> batch closed, per hop.", buckets=LATENCY_BUCKETS_S
@@ -62,8 +84,14 @@ BATCH_SIZE = Histogram("hopline_worker_batch_size", "Hops per batch.", buckets=B
 QUEUE_DEPTH = Gauge("hopline_worker_queue_depth", "Hops received and waiting for a batch.")
 CONSUMER_LAG = Gauge("hopline_worker_consumer_lag_messages", "Hops in Kafka not yet fetched.", ["partition"])
 SKIPPED = Counter("hopline_worker_skipped_hops_total", "Hops skipped because a newer hop of the session covers them.")
+STRIDED = Counter(
+    "hopline_worker_strided_hops_total", "Non-final hops not run at an inference stride above 1 (emit 320 ms and up)."
+)
 PROCESSED = Counter("hopline_worker_hops_processed_total", "Hops run through the recognizer.")
 DEAD_LETTERED = Counter("hopline_worker_dead_letters_total", "Hops sent to the dead-letter topic.")
+DEAD_LETTER_FAILURES = Counter(
+    "hopline_worker_dead_letter_failures_total", "Dead letters whose delivery failed (each is retried)."
+)
 
 
 class Recognition(Protocol):
@@ -82,7 +110,7 @@ class Recognition(Protocol):
 class Transcriber(Protocol):
     """What the worker needs of ``workers.asr.Recognizer``."""
 
-    def transcribe(self, windows: Sequence[np.ndarray], beam: int) -> Sequence[Recognition]: ...
+    def transcribe(self, windows: Sequence[np.ndarray], beam: int, tier: str) -> Sequence[Recognition]: ...
 
 
 @dataclass(frozen=True)
@@ -93,6 +121,8 @@ class HopJob:
     audio: np.ndarray
     received_ts_ms: float
     message: Message
+    #: Hops of the session not run at an inference stride just before this one (its hypothesis carries them).
+    strided_before: int = 0
 
     @property
     def coordinates(self) -> tuple[str, int, int]:
@@ -165,6 +195,7 @@ def build_hypothesis(
         infer_start_ts_ms=infer_start_ts_ms,
         infer_end_ts_ms=infer_end_ts_ms,
         skipped_before=skipped_before,
+        strided_before=job.strided_before,
     )
 
 
@@ -177,7 +208,7 @@ def infer_batch(
     counts the sleep as inference, so the worker behaves like a GPU X times slower.
     """
     infer_start = now_ms()
-    recognitions = recognizer.transcribe([job.audio for job in batch.items], knobs.beam)
+    recognitions = recognizer.transcribe([job.audio for job in batch.items], knobs.beam, knobs.tier)
     infer_end = now_ms()
     if fault_slowdown > 1.0:
         time.sleep((fault_slowdown - 1.0) * (infer_end - infer_start) / 1000.0)
@@ -199,6 +230,32 @@ def infer_batch(
     ]
 
 
+class FaultSlowdown:
+    """The TEST KNOB's current factor: ``fault_slowdown``, or the number in ``fault_slowdown_file`` while it exists."""
+
+    REREAD_S = 0.5
+
+    def __init__(self, factor: float, path: str | None, clock: Clock = time.monotonic) -> None:
+        self._default = factor
+        self._path = Path(path) if path else None
+        self._clock = clock
+        self._factor = factor
+        self._read_at = -math.inf
+
+    def factor(self) -> float:
+        if self._path is None:
+            return self._default
+        now = self._clock()
+        if now - self._read_at >= self.REREAD_S:
+            self._read_at = now
+            try:
+                value = float(self._path.read_text().strip())
+            except (OSError, ValueError):
+                value = self._default
+            self._factor = value if math.isfinite(value) and value >= 1.0 else self._default
+        return self._factor
+
+
 def default_worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
@@ -206,9 +263,12 @@ def default_worker_id() -> str:
 class HopWorker:
     """One worker in the ``<app>-worker`` consumer group on the hops topic."""
 
-    def __init__(self, settings: Settings, recognizer: Transcriber) -> None:
+    def __init__(
+        self, settings: Settings, recognizer: Transcriber, capabilities: contracts.WorkerCapabilities | None = None
+    ) -> None:
         self.settings = settings
         self.recognizer = recognizer
+        self.capabilities = capabilities
         self.worker_id = settings.worker.worker_id or default_worker_id()
         self.group_id = f"{settings.app_id}-worker"
         self.tracker = OffsetTracker()
@@ -226,23 +286,32 @@ class HopWorker:
             arrival_slack_s=settings.worker.hop_arrival_slack_ms / 1000.0,
         )
         self.batcher: MicroBatcher[HopJob, contracts.Hypothesis] = MicroBatcher(policy, self._run_batch)
+        self.stride = InferenceStride()
+        self.fault_slowdown = FaultSlowdown(settings.worker.fault_slowdown, settings.worker.fault_slowdown_file)
         self._ready_logged = False
         self._assigned: set[tuple[str, int]] = set()
+        # Failed dead letters waiting to be sent again: (due, tie-break, attempt, message, reason, error).
+        self._retries: list[tuple[float, int, int, Message, str, BaseException | None]] = []
+        self._retries_lock = threading.Lock()
+        self._retry_count = 0
+        self._gave_up: str | None = None
 
     def run(self) -> int:
         """Consume until SIGTERM/Ctrl-C, then drain, commit and close. Returns the exit code."""
         self.control.start()
         self.batcher.start()
+        self._publish_capabilities()
         self.consumer.subscribe(
             [self.settings.topics.hops], on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
         )
         last_commit = last_lag = time.monotonic()
         try:
-            while True:
+            while self._gave_up is None:
                 message = self.consumer.poll(POLL_TIMEOUT_S)
                 if message is not None:
                     self._handle(message)
                 self.producer.poll(0)
+                self._retry_dead_letters()
                 now = time.monotonic()
                 if now - last_commit >= COMMIT_INTERVAL_S:
                     self._commit(asynchronous=True)
@@ -256,7 +325,22 @@ class HopWorker:
         finally:
             self._shutdown()
             announce_stats(SERVICE, PRODUCE_STATS.summary())
+        if self._gave_up is not None:
+            log.error("worker %s exits for a replay: %s", self.worker_id, self._gave_up)
+            return 1
         return 0
+
+    def _publish_capabilities(self) -> None:
+        """Tell the controller what each knob saves here; the worker runs on without it (logged)."""
+        if self.capabilities is None:
+            return
+        record = replace(self.capabilities, worker_id=self.worker_id)
+        try:
+            self.producer.produce(self.settings.topics.capabilities, key=self.worker_id, value=record.encode())
+        except (BufferError, KafkaException) as exc:
+            log.warning("capabilities not published (the controller keeps default prices): %s", exc)
+            return
+        log.info("capabilities published: %s", record.savings)
 
     def _shutdown(self) -> None:
         self.batcher.close()
@@ -283,6 +367,12 @@ class HopWorker:
         except (contracts.ContractError, InvalidHop) as exc:
             self._dead_letter(message, str(exc), exc)
             return
+        stride = inference_stride(self.control.knobs, self.settings.audio.hop_ms)
+        if not self.stride.runs(hop.session_id, hop.hop_seq, hop.is_final, stride):
+            STRIDED.inc()
+            self.tracker.done(topic, partition, offset)
+            return
+        job = replace(job, strided_before=self.stride.take_strided(hop.session_id))
         future = self.batcher.submit(
             hop.session_id, hop.hop_seq, hop.is_final, job, received_at=received_ts_ms / 1000.0
         )
@@ -291,7 +381,7 @@ class HopWorker:
     def _run_batch(self, batch: Batch[HopJob]) -> list[contracts.Hypothesis]:
         """Runs on the inference thread: the batch through the recognizer at the beam in force, then metrics."""
         hypotheses = infer_batch(
-            self.recognizer, batch, self.control.knobs, self.worker_id, self.settings.worker.fault_slowdown
+            self.recognizer, batch, self.control.knobs, self.worker_id, self.fault_slowdown.factor()
         )
         for hypothesis in hypotheses:
             received, closed = hypothesis.received_ts_ms, hypothesis.batch_closed_ts_ms
@@ -310,6 +400,7 @@ class HopWorker:
         error = future.exception()
         if isinstance(error, Superseded):
             SKIPPED.inc()
+            self.stride.carry(job.hop.session_id, job.strided_before)
             self.tracker.done(topic, partition, offset)
             return
         if error is not None:
@@ -321,15 +412,17 @@ class HopWorker:
         except contracts.ContractError as exc:
             self._dead_letter(job.message, str(exc), exc)
             return
-        self._produce(job.hop.session_id, value, (topic, partition, offset))
+        self._produce(job, value)
 
-    def _produce(self, session_id: str, value: bytes, source: tuple[str, int, int]) -> None:
+    def _produce(self, job: HopJob, value: bytes) -> None:
+        session_id, source = job.hop.session_id, job.coordinates
+
         def on_delivery(error: KafkaError | None, _message: Message) -> None:
             if error is None:
                 self.tracker.done(*source)
             else:
                 log.warning("hypothesis for %s@%s not delivered (%s); retrying", source, session_id, error)
-                self._produce(session_id, value, source)
+                self._produce(job, value)
 
         while True:
             try:
@@ -339,18 +432,55 @@ class HopWorker:
                 return
             except BufferError:
                 self.producer.poll(0.05)
+            except KafkaException as exc:
+                self._dead_letter(job.message, f"hypothesis refused by the producer: {exc}", exc)
+                return
 
-    def _dead_letter(self, message: Message, reason: str, error: BaseException | None) -> None:
+    def _dead_letter(self, message: Message, reason: str, error: BaseException | None, attempt: int = 1) -> None:
+        """Send the hop's dead letter; a failed delivery is queued for :meth:`_retry_dead_letters`."""
         topic, partition, offset = message.topic() or "", message.partition() or 0, message.offset() or 0
+
+        def failed(why: object) -> None:
+            DEAD_LETTER_FAILURES.inc()
+            log.error(
+                "dead letter for %s[%d]@%d not delivered (attempt %d of %d): %s",
+                topic,
+                partition,
+                offset,
+                attempt,
+                DEAD_LETTER_ATTEMPTS,
+                why,
+            )
+            if attempt >= DEAD_LETTER_ATTEMPTS:
+                self._gave_up = f"dead letter for {topic}[{partition}]@{offset} not delivered: {why}"
+                return
+            due = time.monotonic() + DEAD_LETTER_BACKOFF_S * 2 ** (attempt - 1)
+            with self._retries_lock:
+                self._retry_count += 1
+                heapq.heappush(self._retries, (due, self._retry_count, attempt + 1, message, reason, error))
 
         def on_delivery(delivery_error: KafkaError | None, _message: Message) -> None:
             if delivery_error is None:
                 self.tracker.done(topic, partition, offset)
             else:
-                log.error("dead letter for %s[%d]@%d not delivered: %s", topic, partition, offset, delivery_error)
+                failed(delivery_error)
 
-        DEAD_LETTERED.inc()
-        self.dead_letters.publish(message, reason, error, on_delivery=on_delivery)
+        if attempt == 1:
+            DEAD_LETTERED.inc()
+        try:
+            self.dead_letters.publish(message, reason, error, on_delivery=on_delivery)
+        except (BufferError, KafkaException) as exc:
+            failed(exc)
+
+    def _retry_dead_letters(self) -> None:
+        """Re-send the failed dead letters whose backoff is over (main thread)."""
+        now = time.monotonic()
+        while True:
+            with self._retries_lock:
+                if not self._retries or self._retries[0][0] > now:
+                    return
+                _due, _order, attempt, message, reason, error = heapq.heappop(self._retries)
+            self._dead_letter(message, reason, error, attempt)
 
     def _commit(self, asynchronous: bool) -> None:
         positions = {key: pos for key, pos in self.tracker.to_commit().items() if key in self._assigned}
@@ -401,23 +531,20 @@ class HopWorker:
         log.info("revoked %s", sorted(tp.partition for tp in partitions))
 
 
-def load_recognizer(settings: Settings) -> Transcriber:
+def load_recognizer(settings: Settings) -> Recognizer:
     """The shipped recognizer on the configured device (CUDA with autocast when there, else CPU)."""
-    from pathlib import Path
-
     from workers.asr import Recognizer
 
     worker = settings.worker
     checkpoint = Path(worker.checkpoint) if worker.checkpoint else None
-    recognizer: Transcriber = Recognizer.load(checkpoint=checkpoint, device=worker.device, threads=worker.torch_threads)
-    return recognizer
+    return Recognizer.load(checkpoint=checkpoint, device=worker.device, threads=worker.torch_threads)
 
 
 def warm_up(recognizer: Transcriber, settings: Settings) -> None:
     """One throwaway call so the first real batch does not pay for lazy initialisation."""
     silence = np.zeros(int(settings.audio.window_secs * settings.audio.sample_rate), dtype=np.float32)
     try:
-        recognizer.transcribe([silence, silence], settings.worker.beam)
+        recognizer.transcribe([silence, silence], settings.worker.beam, "full")
     except ValueError as exc:
         raise CliError(f"recognizer refuses the worker settings: {exc}") from exc
 
@@ -426,7 +553,7 @@ def check_topics(settings: Settings) -> None:
     """Fail fast, in one line, when Kafka is unreachable or the topics were never created."""
     topics = settings.topics
     needed = [topics.hops, topics.hypotheses, topics.control, topics.dead_letter(topics.hops)]
-    admin = AdminClient({"bootstrap.servers": settings.kafka.bootstrap_servers})
+    admin = make_admin(settings)
     try:
         existing = admin.list_topics(timeout=10).topics
     except KafkaException as exc:
@@ -436,13 +563,48 @@ def check_topics(settings: Settings) -> None:
         raise CliError(f"missing topics {', '.join(missing)}: run `hopline topics create` first")
 
 
+def measure_capabilities(recognizer: Recognizer, settings: Settings) -> contracts.WorkerCapabilities:
+    """What each degradation knob saves on this engine and device (~3.5 s on the 2-core CPU)."""
+    from workers.asr import measure_knob_costs
+
+    audio, worker = settings.audio, settings.worker
+    for tier in recognizer.tiers_available():
+        recognizer.prepare_tier(tier)
+    costs = measure_knob_costs(
+        recognizer,
+        sample_rate=audio.sample_rate,
+        window_secs=audio.window_secs,
+        min_window_secs=audio.min_window_secs,
+        batch_size=worker.max_batch_size,
+        runs=KNOB_COST_RUNS,
+    )
+    return contracts.WorkerCapabilities(
+        worker_id=worker.worker_id or default_worker_id(),
+        device=str(recognizer.device),
+        measured_ts_ms=now_ms(),
+        batch_size=worker.max_batch_size,
+        base_batch_ms=costs.base_ms,
+        savings=dict(costs.saving),
+        tiers=tuple(recognizer.tiers_available()),
+    )
+
+
 def run_worker(settings: Settings) -> int:
     check_topics(settings)
     started = time.monotonic()
     recognizer = load_recognizer(settings)
     warm_up(recognizer, settings)
     log.info("recognizer loaded and warmed up in %.1f s", time.monotonic() - started)
+    started = time.monotonic()
+    capabilities = measure_capabilities(recognizer, settings)
+    log.info(
+        "knob savings measured in %.1f s: batch %d at full quality %.1f ms, savings %s",
+        time.monotonic() - started,
+        capabilities.batch_size,
+        capabilities.base_batch_ms,
+        {knob: round(saving, 3) for knob, saving in capabilities.savings.items()},
+    )
     from pipeline.observe.metrics import serve_metrics
 
     serve_metrics(settings, SERVICE)
-    return HopWorker(settings, recognizer).run()
+    return HopWorker(settings, recognizer, capabilities).run()

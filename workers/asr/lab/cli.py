@@ -15,6 +15,7 @@ from typing import Any
 from pipeline.demo import SAMPLES_DIR as SAMPLES
 from pipeline.errors import CliError
 from pipeline.settings import Settings
+from workers.asr import TIER_FULL, TIERS
 from workers.asr.cli import asr_commands, entry, load_recognizer
 
 
@@ -46,6 +47,7 @@ def register(commands: Any, bench: Any) -> None:
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N held-out clips")
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--tier", choices=TIERS, default=TIER_FULL, help="acoustic model tier (int8: CPU only)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(handler=entry(_eval))
     p = bench.add_parser("asr", help="recognizer latency on 1.28 s windows, batch 8 and 1, per beam")
@@ -54,6 +56,7 @@ def register(commands: Any, bench: Any) -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--runs", type=int, default=50)
     p.add_argument("--corpus", type=Path, default=None, help="take windows from this corpus's held-out clips")
+    p.add_argument("--tier", choices=TIERS, default=TIER_FULL, help="acoustic model tier (int8: CPU only)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(handler=entry(_bench))
 
@@ -118,11 +121,11 @@ def _eval(args: argparse.Namespace) -> None:
 
     if not any(args.corpus.glob("heldout-*.npz")):
         raise CliError(f"{args.corpus}: no held-out shards (run `hopline asr synth --out {args.corpus}` first)")
-    result = evaluate(load_recognizer(args), args.corpus, args.limit)
+    result = evaluate(load_recognizer(args), args.corpus, args.limit, tier=args.tier)
     if args.json:
         print(json.dumps(result))
         return
-    print(f"held-out utterances: {result['n_heldout']}  device: {result['device']}")
+    print(f"held-out utterances: {result['n_heldout']}  device: {result['device']}  tier: {result['tier']}")
     print("condition                 beam  WER %   CER %")
     for beam in (1, 2, 4):
         print(f"16 kHz full utterance     {beam:>4}  {result[f'wer_beam{beam}']:>5}   {result[f'cer_beam{beam}']:>5}")
@@ -140,11 +143,14 @@ def _bench(args: argparse.Namespace) -> None:
     from workers.asr.bench import bench
 
     sources = _bench_sources(args.corpus)
-    result = bench(load_recognizer(args), sources, runs=args.runs)
+    result = bench(load_recognizer(args), sources, runs=args.runs, tier=args.tier)
     if args.json:
         print(json.dumps(result))
         return
-    print(f"device {result['device']}, {result['threads']} threads, 1.28 s windows, {args.runs} runs")
+    print(
+        f"device {result['device']}, {result['threads']} threads, tier {result['tier']}, "
+        f"1.28 s windows, {args.runs} runs"
+    )
     for beam in (4, 2, 1):
         print(
             f"batch 8 beam {beam}: p50 {result[f'batch8_beam{beam}_ms_p50']} ms  "

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from pipeline.observe.wer import edit_distance
+from workers.asr import TIER_FULL
 from workers.asr.audio import SAMPLE_RATE, resample, telephone
 from workers.asr.lab.synth import load_split
 from workers.asr.recognizer import Recognizer
@@ -43,35 +44,39 @@ def load_eval_audio(root: Path, split: str, limit: int | None = None) -> tuple[l
     return out, metas
 
 
-def _batched_log_probs(rec: Recognizer, audios: list[np.ndarray], batch: int = 16) -> list[torch.Tensor]:
+def _batched_log_probs(
+    rec: Recognizer, audios: list[np.ndarray], tier: str = TIER_FULL, batch: int = 16
+) -> list[torch.Tensor]:
     order = np.argsort([len(a) for a in audios])
     lps: list[torch.Tensor | None] = [None] * len(audios)
     for s in range(0, len(order), batch):
         idx = order[s : s + batch]
-        for i, lp in zip(idx, rec.log_probs([audios[i] for i in idx]), strict=True):
+        for i, lp in zip(idx, rec.log_probs([audios[i] for i in idx], tier), strict=True):
             lps[i] = lp
     return [lp for lp in lps if lp is not None]
 
 
-def rolling_transcript(rec: Recognizer, audio: np.ndarray, beam: int) -> str:
+def rolling_transcript(rec: Recognizer, audio: np.ndarray, beam: int, tier: str = TIER_FULL) -> str:
     """Transcribe 1.28 s windows every 0.64 s; keep each word in the window where its midpoint is central."""
     win, hop = int(WINDOW_S * SAMPLE_RATE), int(HOP_S * SAMPLE_RATE)
     starts = list(range(0, max(1, len(audio) - win + hop), hop))
     windows = [audio[s : s + win] for s in starts]
     words: list[str] = []
-    for k, (s, r) in enumerate(zip(starts, rec.transcribe(windows, beam), strict=True)):
+    for k, (s, r) in enumerate(zip(starts, rec.transcribe(windows, beam, tier), strict=True)):
         lo = 0.0 if k == 0 else (s + (win - hop) / 2) / SAMPLE_RATE
         hi = np.inf if k == len(starts) - 1 else (s + (win + hop) / 2) / SAMPLE_RATE
         words += [w.word for w in r.words if lo <= s / SAMPLE_RATE + (w.start_s + w.end_s) / 2 < hi]
     return " ".join(words)
 
 
-def evaluate(rec: Recognizer, root: Path, limit: int | None = None, rolling_limit: int = 100) -> dict:
-    """The model card's table as one flat dict (percentages)."""
+def evaluate(
+    rec: Recognizer, root: Path, limit: int | None = None, rolling_limit: int = 100, tier: str = TIER_FULL
+) -> dict:
+    """The model card's table as one flat dict (percentages), with the acoustic model of ``tier``."""
     audios, metas = load_eval_audio(root, "heldout", limit)
     refs = [m["text"] for m in metas]
-    result: dict[str, float | int | str] = {"n_heldout": len(refs), "device": str(rec.device)}
-    lps = _batched_log_probs(rec, audios)
+    result: dict[str, float | int | str] = {"n_heldout": len(refs), "device": str(rec.device), "tier": tier}
+    lps = _batched_log_probs(rec, audios, tier)
     durations = [len(a) / SAMPLE_RATE for a in audios]
     ref_phones = [[p for p, _, _ in m["phones"]] for m in metas]
     errors = sum(edit_distance(r, rec.decoder.greedy_phonemes(lp)) for r, lp in zip(ref_phones, lps, strict=True))
@@ -82,16 +87,16 @@ def evaluate(rec: Recognizer, root: Path, limit: int | None = None, rolling_limi
         result[f"decode_ms_per_s_beam{beam}"] = round(1000 * (time.perf_counter() - t0) / sum(durations), 3)
         result[f"wer_beam{beam}"], result[f"cer_beam{beam}"] = error_rates(refs, hyps)
     phone = [telephone(torch.from_numpy(a)).numpy() for a in audios]
-    hyps = [rec.decode(lp, 4, d).text for lp, d in zip(_batched_log_probs(rec, phone), durations, strict=True)]
+    hyps = [rec.decode(lp, 4, d).text for lp, d in zip(_batched_log_probs(rec, phone, tier), durations, strict=True)]
     result["wer_mulaw8k"], result["cer_mulaw8k"] = error_rates(refs, hyps)
     n_roll = min(rolling_limit, len(audios))
     for beam in (1, 4):
-        hyps = [rolling_transcript(rec, a, beam) for a in audios[:n_roll]]
+        hyps = [rolling_transcript(rec, a, beam, tier) for a in audios[:n_roll]]
         result[f"wer_rolling_beam{beam}"], result[f"cer_rolling_beam{beam}"] = error_rates(refs[:n_roll], hyps)
     result["n_rolling"] = n_roll
     ood_audio, ood_meta = load_eval_audio(root, "ood")
     if ood_audio:
-        lps = _batched_log_probs(rec, ood_audio)
+        lps = _batched_log_probs(rec, ood_audio, tier)
         hyps = [rec.decode(lp, 4, len(a) / SAMPLE_RATE).text for lp, a in zip(lps, ood_audio, strict=True)]
         result["wer_ood"], result["cer_ood"] = error_rates([m["text"] for m in ood_meta], hyps)
         result["n_ood"] = len(ood_audio)

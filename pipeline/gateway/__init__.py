@@ -1,0 +1,1 @@
+"""Gateway: audio over WebSockets (Twilio Media Streams, hopline's own protocol) in, transcripts back out."""
