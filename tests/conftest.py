@@ -10,4 +10,5 @@ pytest_plugins = [
     "tests.plugins.kafka",
     "tests.plugins.builders",
     "tests.plugins.clock",
+    "tests.plugins.faults",
 ]

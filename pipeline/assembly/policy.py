@@ -256,7 +256,7 @@ class Stitcher:
         self._commit(state, candidates[:stable])
         state.tail = candidates[stable:]
 
-        transcripts = evicted
+        transcripts = list(evicted)
         if len(state.committed) >= self.policy.max_segment_words and not hypothesis.is_final:
             transcripts.append(self._close(state, now, state.last_emit_stream_ms, keep_tail=True))
         if hypothesis.is_final:

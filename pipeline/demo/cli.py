@@ -1,4 +1,5 @@
-"""``hopline demo``: the main job — the whole pipeline on the embedded broker, then its report."""
+"""``hopline demo``: the main job — the whole pipeline on the embedded broker, then its report;
+``hopline soak``: a long run of it that reports what grows."""
 
 from __future__ import annotations
 
@@ -70,6 +71,24 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
     demo.add_argument("--json", action="store_true", help="print one JSON object with the figures")
     demo.set_defaults(handler=_run_demo)
 
+    soak = commands.add_parser(
+        "soak",
+        help="run the main job for minutes and report what grows: RSS, changelog bytes, dead letters, e2e",
+        description="Runs the main job (as 'hopline demo') streaming for --minutes and reports what grows: each "
+        "service's resident memory (windower, worker, assembler, controller and this process; VmRSS after the "
+        "warm-up, once a minute and at the end), the bytes written to the state changelog topics per session per "
+        "minute, the records on each dead-letter topic, and e2e p95 per minute, with the WER and the highest "
+        "degradation level. The embedded broker slows down as it stores batches (after a few minutes at 10 "
+        "sessions; the run warns when it will), so long soaks belong on Apache Kafka: "
+        "'hopline --bootstrap-servers HOST:PORT soak ...'.",
+    )
+    soak.add_argument("--sessions", type=int, default=10, help="concurrent sessions (default 10)")
+    soak.add_argument(
+        "--minutes", type=float, default=5.0, metavar="M", help="minutes of streaming, fractions allowed (default 5)"
+    )
+    soak.add_argument("--json", action="store_true", help="print one JSON object with the figures")
+    soak.set_defaults(handler=_run_soak)
+
 
 def _run_demo(args: argparse.Namespace, settings: Settings) -> int:
     from pipeline.demo.service import run_demo_command
@@ -89,6 +108,18 @@ def _run_demo(args: argparse.Namespace, settings: Settings) -> int:
         external_broker=args.bootstrap_servers is not None,
         gateway=args.gateway,
         gateway_url=args.gateway_url,
+    )
+
+
+def _run_soak(args: argparse.Namespace, settings: Settings) -> int:
+    from pipeline.demo.soak import run_soak_command
+
+    return run_soak_command(
+        settings,
+        sessions=args.sessions,
+        minutes=args.minutes,
+        as_json=args.json,
+        external_broker=args.bootstrap_servers is not None,
     )
 
 

@@ -22,7 +22,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 from pathlib import Path
@@ -473,6 +473,10 @@ class RunOptions:
     gateway: bool = False
     #: The sessions enter through this running gateway (and its pipeline): no broker or services, client figures only.
     gateway_url: str | None = None
+    #: Entered after the warm-up with the running services and left before they stop (a soak's RSS sampler).
+    watch: Callable[[Mapping[str, ServiceProcess]], AbstractContextManager[object]] | None = None
+    #: Called with the run's settings once the figures are read, while the broker still holds the run's topics.
+    after_run: Callable[[Settings], None] | None = None
 
     @property
     def through_gateway(self) -> bool:
@@ -722,10 +726,11 @@ def run_demo(settings: Settings, options: RunOptions, say: Callable[[str], None]
         try:
             with running_services(settings, options, say) as services:
                 _warm_up(stream, warm_up, warm_up_id, client, say)
-                streamed_s, stream_start_ms, refused = _stream_with_progress(
-                    stream, plans, _pipeline_progress(client, follower, len(plans)), services, say, schedule
-                )
-                _drain(client, say)
+                with options.watch(services) if options.watch else nullcontext():
+                    streamed_s, stream_start_ms, refused = _stream_with_progress(
+                        stream, plans, _pipeline_progress(client, follower, len(plans)), services, say, schedule
+                    )
+                    _drain(client, say)
             exit_codes = {role: service.process.returncode for role, service in services.items()}
             produce = {role: service.stats for role, service in services.items()}
         finally:
@@ -742,6 +747,8 @@ def run_demo(settings: Settings, options: RunOptions, say: Callable[[str], None]
         events = [e for e in events if e.session_id != warm_up_id]
         probes = read_probes(settings, None)
         report = build_report(events, read_decisions(settings, None), invalid, probes, settings.probe)
+        if options.after_run is not None:
+            options.after_run(settings)
         admitted = [plan for plan in plans if plan.session_id not in refused]
         outcomes: Outcomes = client
         starts: Mapping[str, float] = {}

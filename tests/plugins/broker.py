@@ -25,7 +25,12 @@ def broker() -> Iterator[EmbeddedBroker]:
 
 @pytest.fixture
 def make_settings(broker: EmbeddedBroker) -> SettingsFactory:
-    """Settings pointing at the test broker, with a fresh uuid topic prefix whose topics exist.
+    """Settings pointing at the test broker: see :func:`settings_factory`."""
+    return settings_factory(broker.bootstrap_servers)
+
+
+def settings_factory(bootstrap_servers: str) -> SettingsFactory:
+    """Settings pointing at ``bootstrap_servers``, with a fresh uuid topic prefix whose topics exist.
 
     ``make_settings(partitions=2, worker={"max_batch_size": 4}, kafka={"session_timeout_ms": 2000})``:
     each keyword names a settings section and gives the values to change (a dict, or a section
@@ -39,7 +44,7 @@ def make_settings(broker: EmbeddedBroker) -> SettingsFactory:
             for name, section in sections.items()
         }
         defaults: dict[str, dict[str, Any]] = {
-            "kafka": {"bootstrap_servers": broker.bootstrap_servers},
+            "kafka": {"bootstrap_servers": bootstrap_servers},
             "topics": {"prefix": f"t{uuid.uuid4().hex[:12]}", "partitions": partitions},
             "metrics": {"enabled": False},
         }

@@ -439,3 +439,9 @@ def test_a_new_session_beyond_the_cap_closes_the_least_recently_heard_with_its_f
     assert final.kind == "final" and final.text == "turn the lih"  # its tail as heard, like an idle final
     assert stitcher.accept(hypothesis("b", 5), 160).status == "closed"
     assert stitcher.accept(hypothesis("a", 5), 160).status == "applied"
+    outcomes = []
+    for seq in range(6, 12):
+        clock.now += HOP_MS
+        outcomes.append(stitcher.accept(hypothesis("a", seq), 160))
+    assert any(o.transcripts for o in outcomes)
+    assert all(o.evicted == () for o in outcomes), "a session's own transcripts are not evictions"

@@ -405,3 +405,18 @@ def test_hops_not_run_are_accounted_by_the_next_hop_run() -> None:
     stride.runs("s", 8, True, 2)
     stride.carry("s", 4)
     assert stride.take_strided("s") == 0, "nothing is carried past a session's final hop"
+
+
+def test_a_backlog_is_coalesced_only_as_far_as_the_window_covers() -> None:
+    """After an outage 20 hops of one session arrive at once: skipping all but the newest would lose the audio
+    of the 14 before its 6-hop window, so every 6th hop stays."""
+    policy: BatchPolicy[str] = BatchPolicy(max_batch_size=8, max_latency_s=0.02, clock=FakeClock(), cover_hops=6)
+    skipped = [old.seq for seq in range(20) for old in policy.offer(hop("s", seq))]
+    kept = [p.seq for p in policy._waiting]
+    assert len(kept) + len(skipped) == 20
+    assert all(b - a <= 6 for a, b in itertools.pairwise([-1, *kept])), f"audio before a kept window lost: {kept}"
+    assert kept[-1] == 19
+    unbounded: BatchPolicy[str] = BatchPolicy(max_batch_size=8, max_latency_s=0.02, clock=FakeClock())
+    for seq in range(20):
+        unbounded.offer(hop("s", seq))
+    assert [p.seq for p in unbounded._waiting] == [19], "without a window bound only the newest stays"

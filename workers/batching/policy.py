@@ -15,8 +15,11 @@ Four rules, all in :class:`BatchPolicy` (plain Python, clock injected, no thread
   its wait is for the GPU, i.e. ``queue_wait``, not ``batch_wait``. A hop that joins a batch
   after that logical close had no batching delay at all: its close time is its arrival.
 * A batch never holds two hops of one session. With coalescing on, a waiting non-final hop
-  is skipped as soon as a newer hop of its session waits too: the newer rolling window
-  covers its audio. Final hops are never skipped.
+  is skipped as soon as a newer hop of its session waits too, but only while the newer hop's
+  rolling window still holds the audio of every hop it then stands for (``cover_hops``: the
+  window in hops). After a backlog (a broker outage, say) a chain of skips would otherwise run
+  the newest hop only and never recognise the audio before its window: words lost. Final hops
+  are never skipped.
 
 :class:`MicroBatcher` wraps the policy in the sherpa-onnx streaming-server shape: callers
 ``submit`` items and get futures; one inference thread takes closed batches, runs them
@@ -95,6 +98,13 @@ class Pending(Generic[T]):
     item: T
     received_at: float | None = None
     skipped_before: int = 0
+    #: The oldest hop whose audio this one stands for (itself, or hops it superseded); None = its own seq.
+    covers_from: int | None = None
+
+    @property
+    def first_covered(self) -> int:
+        return self.seq if self.covers_from is None else self.covers_from
+
     future: Future[Any] = field(default_factory=Future, repr=False)
 
 
@@ -145,6 +155,7 @@ class BatchPolicy(Generic[T]):
         active_horizon_s: float = 0.32,
         hop_period_s: float = 0.16,
         arrival_slack_s: float = 0.02,
+        cover_hops: int | None = None,
     ) -> None:
         """``active_horizon_s`` defaults to two 160 ms hop periods: one late hop does not end a session.
 
@@ -165,6 +176,7 @@ class BatchPolicy(Generic[T]):
         self.active_horizon_s = active_horizon_s
         self.hop_period_s = hop_period_s
         self.arrival_slack_s = arrival_slack_s
+        self.cover_hops = cover_hops
         self._waiting: list[Pending[T]] = []
         self._last_seen: dict[str, float] = {}
         self._in_flight: Batch[T] | None = None
@@ -189,17 +201,32 @@ class BatchPolicy(Generic[T]):
             return []
         same_session = [p for p in self._waiting if p.session_id == pending.session_id]
         newest = max(same_session, key=lambda p: p.seq, default=None)
-        if newest is not None and newest.seq >= pending.seq and not pending.is_final:
+        if (
+            newest is not None
+            and newest.seq >= pending.seq
+            and not pending.is_final
+            and self._covers(newest.seq, pending.first_covered)
+        ):
             newest.skipped_before += 1 + pending.skipped_before
+            newest.covers_from = min(newest.first_covered, pending.first_covered)
             self.skipped += 1
             return [pending]
-        superseded = [p for p in same_session if not p.is_final and p.seq < pending.seq]
+        superseded = [
+            p
+            for p in same_session
+            if not p.is_final and p.seq < pending.seq and self._covers(pending.seq, p.first_covered)
+        ]
         for old in superseded:
             self._waiting.remove(old)
             pending.skipped_before += 1 + old.skipped_before
+            pending.covers_from = min(pending.first_covered, old.first_covered)
         self.skipped += len(superseded)
         self._waiting.append(pending)
         return superseded
+
+    def _covers(self, seq: int, first_covered: int) -> bool:
+        """Whether hop ``seq``'s rolling window still holds the audio of hop ``first_covered``."""
+        return self.cover_hops is None or seq - first_covered < self.cover_hops
 
     def _track_activity(self, pending: Pending[T]) -> None:
         """Note when the hop's session was last heard from; forget sessions that can no longer matter.

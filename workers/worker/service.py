@@ -284,6 +284,7 @@ class HopWorker:
             active_horizon_s=settings.worker.active_session_horizon_ms / 1000.0,
             hop_period_s=settings.audio.hop_ms / 1000.0,
             arrival_slack_s=settings.worker.hop_arrival_slack_ms / 1000.0,
+            cover_hops=int(settings.audio.min_window_secs * 1000) // settings.audio.hop_ms,
         )
         self.batcher: MicroBatcher[HopJob, contracts.Hypothesis] = MicroBatcher(policy, self._run_batch)
         self.stride = InferenceStride()
