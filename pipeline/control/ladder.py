@@ -143,3 +143,11 @@ def _knobs(command: contracts.ControlCommand) -> Knobs:
         admit_new_sessions=command.admit_new_sessions,
         tier=command.tier,
     )
+
+
+def admission_refusal(knobs: Knobs, reason: str) -> str | None:
+    """Why a new session is refused while the controller closes admission (every ingress says the same); else None."""
+    if knobs.admit_new_sessions:
+        return None
+    why = f" ({reason})" if reason else ""
+    return f"try again later: admission closed at degradation level {knobs.level}{why}"

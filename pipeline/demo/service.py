@@ -33,7 +33,7 @@ import numpy as np
 from pipeline import contracts
 from pipeline.audio import encode, read_wav, resample_to
 from pipeline.clock import now_ms
-from pipeline.control.capabilities import combined_savings
+from pipeline.control.capabilities import CapabilityBook
 from pipeline.control.costs import level_costs
 from pipeline.control.follower import ControlFollower
 from pipeline.control.ladder import ladder
@@ -46,7 +46,7 @@ from pipeline.gateway.policy import session_id as gateway_session_id
 from pipeline.ingress.service import AudioProducer, AudioStream
 from pipeline.kafka.broker import broker_for, embedded_broker_warning
 from pipeline.kafka.produce_stats import PRODUCE_STATS
-from pipeline.kafka.readers import open_reader
+from pipeline.kafka.readers import open_reader, read_to_end
 from pipeline.kafka.topics import create_topics
 from pipeline.observe.latency import percentile
 from pipeline.observe.report import (
@@ -56,7 +56,6 @@ from pipeline.observe.report import (
     format_report,
     group_reports,
     plot_breakdown,
-    read_capabilities,
     read_decisions,
     read_events,
     read_probes,
@@ -1007,8 +1006,10 @@ def _result(
 
 def predicted_saved_pct(settings: Settings) -> dict[str, float]:
     """Per level, % of level 0's compute the controller expects it to save, priced as the controller does."""
-    savings = combined_savings(read_capabilities(settings), max_age_s=3600.0)
-    costs = level_costs(ladder(settings), savings, settings.audio.hop_ms)
+    book = CapabilityBook()
+    for message in read_to_end(settings, "capabilities", [settings.topics.capabilities]):
+        book.apply(message.value())
+    costs = level_costs(ladder(settings), book.savings(), settings.audio.hop_ms)
     return {str(level): round(100.0 * (1.0 - cost), 1) for level, cost in enumerate(costs)}
 
 

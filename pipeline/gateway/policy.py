@@ -35,7 +35,7 @@ import numpy as np
 
 from pipeline import audio, contracts
 from pipeline.clock import Clock
-from pipeline.control.ladder import Knobs
+from pipeline.control.ladder import Knobs, admission_refusal
 
 NORMAL: Final = 1000
 GOING_AWAY: Final = 1001
@@ -119,11 +119,9 @@ def subscription_session(tenant: str, quoted: str) -> str:
 
 def check_admission(knobs: Knobs, reason: str) -> None:
     """A :class:`Refusal` (1013) while the controller refuses new sessions; running sessions go on."""
-    if not knobs.admit_new_sessions:
-        why = f" ({reason})" if reason else ""
-        raise Refusal(
-            TRY_AGAIN, f"try again later: admission closed at degradation level {knobs.level}{why}", "admission"
-        )
+    refusal = admission_refusal(knobs, reason)
+    if refusal is not None:
+        raise Refusal(TRY_AGAIN, refusal, "admission")
 
 
 # -- protocols ------------------------------------------------------------------------------

@@ -34,6 +34,7 @@ from confluent_kafka import KafkaError, Message, Producer
 from pipeline import audio, contracts
 from pipeline.clock import Clock
 from pipeline.control.follower import ControlFollower
+from pipeline.control.ladder import admission_refusal
 from pipeline.kafka.clients import make_producer
 from pipeline.settings import Settings
 
@@ -128,12 +129,9 @@ class AudioProducer:
 
     def admit(self, session_id: str) -> None:
         """Raise :class:`SessionRefused` when the controller has closed admission."""
-        if self._control is not None and not self._control.knobs.admit_new_sessions:
-            why = self._control.reason
-            raise SessionRefused(
-                f"session {session_id} refused: admission closed at degradation level {self._control.knobs.level}"
-                + (f" ({why}); try again later" if why else "; try again later")
-            )
+        refusal = None if self._control is None else admission_refusal(self._control.knobs, self._control.reason)
+        if refusal is not None:
+            raise SessionRefused(f"session {session_id} refused: {refusal}")
 
     def stream(self, stream: AudioStream, realtime: bool = False) -> int:
         """Send one whole session; returns the frames sent (the end-of-stream frame included).

@@ -31,7 +31,7 @@ from pipeline.settings import ProbeSettings, Settings
 
 log = logging.getLogger(__name__)
 
-R = TypeVar("R", contracts.LatencyEvent, contracts.ControlCommand, contracts.BrokerProbe, contracts.WorkerCapabilities)
+R = TypeVar("R", contracts.LatencyEvent, contracts.ControlCommand, contracts.BrokerProbe)
 
 _SPAN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
 _UNIT_S = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
@@ -292,15 +292,6 @@ def read_events(settings: Settings, since_ms: float | None) -> tuple[list[contra
     records = list(_read(settings, settings.topics.latency, contracts.LatencyEvent))
     events = [e for e in records if e is not None and (since_ms is None or e.event_ts_ms >= since_ms)]
     return events, sum(e is None for e in records)
-
-
-def read_capabilities(settings: Settings) -> dict[str, contracts.WorkerCapabilities]:
-    """The newest readable capabilities record per worker (what each degradation knob saves there)."""
-    newest: dict[str, contracts.WorkerCapabilities] = {}
-    for record in _read(settings, settings.topics.capabilities, contracts.WorkerCapabilities):
-        if record is not None:
-            newest[record.worker_id] = record
-    return newest
 
 
 def read_decisions(settings: Settings, since_ms: float | None) -> list[contracts.ControlCommand]:

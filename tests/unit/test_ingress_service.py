@@ -59,7 +59,8 @@ def test_new_sessions_are_refused_while_admission_is_closed(settings: Settings) 
     steps = ladder(settings)
     closed = AudioProducer(settings, control=FixedControl(steps[5], "offered load 1.21"))  # type: ignore[arg-type]
     stream = AudioStream("late-caller", np.zeros(3200, dtype=np.int16))
-    with pytest.raises(SessionRefused, match=r"level 5 \(offered load 1.21\); try again later"):
+    refusal = r"refused: try again later: admission closed at degradation level 5 \(offered load 1.21\)$"
+    with pytest.raises(SessionRefused, match=refusal):
         closed.stream(stream)
     assert closed.stream_many([stream]) == {}
     assert closed.report.sent == 0
