@@ -13,6 +13,8 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml
 	@command -v espeak-ng >/dev/null || { echo "installing espeak-ng (apt)"; \
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng) >/dev/null; }
+	@test -f /usr/share/wordnet/data.noun || { echo "installing wordnet-base (apt: the LM's general English text)"; \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wordnet-base) >/dev/null; }
 	@command -v promtool >/dev/null || { echo "installing promtool (apt: prometheus)"; \
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus) >/dev/null; }
 	@command -v chromium >/dev/null || { echo "installing chromium (apt: the gateway page's browser test)"; \

@@ -246,7 +246,17 @@ class WorkerSettings(Section):
     )
     worker_id: str | None = Field(None, description="Defaults to host:pid.")
     beam: int = Field(4, description="Beam width until the controller says otherwise.")
-    checkpoint: str | None = Field(None, description="Recognizer checkpoint file; None = the shipped one.")
+    recognizer: Literal["torch", "onnx"] = Field(
+        "torch",
+        description="Recognizer backend for the worker, `hopline asr transcribe|eval` and the ASR benches: torch = "
+        "the project's checkpoint (full + int8 tiers); onnx = an exported CTC model run with onnxruntime, with its "
+        "feature spec and tokens file next to it (docs/byo-model.md; one tier, full).",
+    )
+    checkpoint: str | None = Field(
+        None,
+        description="The recognizer's model file: a torch checkpoint (None = the shipped one) or, with recognizer "
+        "onnx, the .onnx file (required; its model.json spec sits next to it).",
+    )
 
 
 class AssemblerSettings(Section):

@@ -9,6 +9,6 @@ OUTDIR=${3:-out}
 mkdir -p "$OUTDIR"
 source scripts/device_env.sh
 python3 -m workers.asr.lab.synth --out /tmp/corpus --split train -n "$CLIPS" --seed 3 --workers "$(nproc)"
-python3 -m workers.asr.lab.cli asr train --corpus /tmp/corpus --init workers/asr/assets/asr.pt --minutes "$MINUTES" \
+python3 -m workers.asr.lab.cli asr train --corpus /tmp/corpus --split train --init workers/asr/assets/asr.pt --minutes "$MINUTES" \
   --lr 5e-4 --warmup 100 --crop-share 0.5 --batch-seconds 800 --run-dir /tmp/run --export "$OUTDIR/asr.pt" \
   --save-every 1 --log-every 100

@@ -17,7 +17,7 @@ python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.i
 python3 -m workers.asr.lab.synth --out /tmp/corpus --split heldout -n "${HELDOUT:-400}" --seed 2 --workers "$N"
 python3 -m workers.asr.lab.synth --out /tmp/corpus --split ood -n 30 --seed 1 --workers 1
 python3 -m workers.asr.lab.synth --out /tmp/corpus --split train -n "$CLIPS" --seed 1 --workers "$N"
-python3 -m workers.asr.lab.cli asr train --corpus /tmp/corpus --minutes "$MINUTES" --run-dir /tmp/run \
+python3 -m workers.asr.lab.cli asr train --corpus /tmp/corpus --split train --minutes "$MINUTES" --run-dir /tmp/run \
   --export "$OUTDIR/asr.pt" --batch-seconds "$BATCH" --save-every 1.5 --log-every 50
 python3 -m workers.asr.lab.cli bench asr --checkpoint "$OUTDIR/asr.pt" --device "${DEVICE:-cuda}" --corpus /tmp/corpus \
   --json | tee "$OUTDIR/bench_cuda.json"

@@ -8,6 +8,7 @@ advertised address) goes through :class:`FaultProxy`; ``make_proxied_settings`` 
 from __future__ import annotations
 
 import asyncio
+import struct
 import subprocess
 import threading
 import time
@@ -22,6 +23,46 @@ from pipeline.kafka.broker import EmbeddedBroker, broker_binary, free_port
 from tests.plugins.broker import SettingsFactory, settings_factory
 
 CHUNK = 65536
+#: A Kafka request starts with its size (int32), api_key, api_version (int16 each), correlation id (int32) and
+#: the client id's length (int16), the client id following.
+REQUEST_HEADER = struct.Struct(">ihhih")
+PRODUCE_API_KEY = 0
+
+
+class RequestScanner:
+    """Follows the Kafka requests in one client's byte stream: whether it sent a Produce request, its client id.
+
+    Fed every chunk in order; only the headers are looked at, the rest of each request is skipped by its size.
+    """
+
+    def __init__(self) -> None:
+        self.client_id: str | None = None
+        self.produces = False
+        self._head = b""
+        self._skip = 0
+
+    def feed(self, data: bytes) -> None:
+        while data:
+            if self._skip:
+                taken = min(self._skip, len(data))
+                self._skip -= taken
+                data = data[taken:]
+                continue
+            self._head += data
+            data = b""
+            if len(self._head) < REQUEST_HEADER.size:
+                return
+            size, api_key, _version, _correlation, id_size = REQUEST_HEADER.unpack_from(self._head)
+            if len(self._head) < REQUEST_HEADER.size + max(id_size, 0):
+                return
+            if id_size > 0:
+                self.client_id = self._head[REQUEST_HEADER.size : REQUEST_HEADER.size + id_size].decode(
+                    errors="replace"
+                )
+            self.produces = self.produces or api_key == PRODUCE_API_KEY
+            end = 4 + size
+            data, self._skip = self._head[end:], max(0, end - len(self._head))
+            self._head = b""
 
 
 class FaultProxy:
@@ -44,8 +85,10 @@ class FaultProxy:
         self._flowing = asyncio.Event()
         self._cut = False
         self._delay_s = 0.0
-        #: Connections forwarded, connections reset because of a cut, chunks held by a blackhole.
-        self.accepted = self.refused = self.held = 0
+        self._stall: str | None = None
+        self._stalled_links: set[tuple[asyncio.StreamWriter, asyncio.StreamWriter]] = set()
+        #: Connections forwarded, connections reset because of a cut, chunks held by a blackhole, by a produce stall.
+        self.accepted = self.refused = self.held = self.stalled = 0
 
     @property
     def address(self) -> str:
@@ -69,11 +112,20 @@ class FaultProxy:
     def delay(self, ms: float) -> None:
         self._run(self._set(delay_s=ms / 1000.0))
 
+    def stall_produce(self, client_id: str = "") -> None:
+        self._run(self._set(stall=client_id))
+
     def heal(self) -> None:
         self._run(self._set())
 
-    async def _set(self, cut: bool = False, flowing: bool = True, delay_s: float = 0.0) -> None:
-        self._cut, self._delay_s = cut, delay_s
+    async def _set(
+        self, cut: bool = False, flowing: bool = True, delay_s: float = 0.0, stall: str | None = None
+    ) -> None:
+        self._cut, self._delay_s, self._stall = cut, delay_s, stall
+        if stall is None:
+            for link in list(self._stalled_links):
+                _abort(*link)
+            self._stalled_links.clear()
         if flowing:
             self._flowing.set()
         else:
@@ -115,7 +167,7 @@ class FaultProxy:
         link = (writer, upstream_writer)
         self._links.add(link)
         pumps = [
-            asyncio.create_task(self._pump(reader, upstream_writer)),
+            asyncio.create_task(self._pump(reader, upstream_writer, link)),
             asyncio.create_task(self._pump(upstream_reader, writer)),
         ]
         try:
@@ -124,16 +176,33 @@ class FaultProxy:
             pass  # the proxy is closing: the connection ends below
         finally:
             self._links.discard(link)
+            self._stalled_links.discard(link)
             _abort(*link)
             for pump in pumps:
                 pump.cancel()
 
-    async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        """Copy one direction; chunks keep their order, each sent ``delay`` after it was read."""
+    async def _pump(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        link: tuple[asyncio.StreamWriter, asyncio.StreamWriter] | None = None,
+    ) -> None:
+        """Copy one direction; chunks keep their order, each sent ``delay`` after it was read.
+
+        ``link``: this is the client's side of that link, whose requests a produce stall looks at.
+        """
         queue: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()
         sender = asyncio.create_task(self._send(queue, writer))
+        requests = RequestScanner() if link is not None else None
         try:
             while data := await reader.read(CHUNK):
+                if requests is not None and link is not None:
+                    requests.feed(data)
+                    stall = self._stall
+                    if stall is not None and requests.produces and (requests.client_id or "").startswith(stall):
+                        self.stalled += 1
+                        self._stalled_links.add(link)
+                        await asyncio.Event().wait()  # until heal() resets the connection
                 if not self._flowing.is_set():
                     self.held += 1
                     await self._flowing.wait()

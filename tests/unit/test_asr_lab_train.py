@@ -18,6 +18,8 @@ def _args(tmp_path: Path, *extra: str) -> argparse.Namespace:
     argv = [
         "--corpus",
         str(tmp_path / "corpus"),
+        "--split",
+        "train",
         "--run-dir",
         str(tmp_path / "run"),
         "--export",

@@ -48,7 +48,7 @@ class Recognition:
 
 
 def test_pcm16_becomes_float32_in_unit_range() -> None:
-    audio = hop_audio(make_hop(), 16000)
+    audio = hop_audio(make_hop(), 16000, 20480)
     assert audio.dtype == np.float32
     assert audio.tolist() == [0.0, 0.5, -1.0, 32767 / 32768]
 
@@ -59,11 +59,12 @@ def test_pcm16_becomes_float32_in_unit_range() -> None:
         ({"sample_rate": 8000}, "sample_rate 8000"),
         ({"audio": b"\x00\x01\x02"}, "3 bytes"),
         ({"audio": b""}, "0 bytes"),
+        ({"audio": bytes(2 * 20481)}, "20481 samples is longer than the 20480-sample window"),
     ],
 )
 def test_hops_the_model_cannot_take_are_refused_with_a_reason(overrides: dict[str, Any], message: str) -> None:
     with pytest.raises(InvalidHop, match=message):
-        hop_audio(make_hop(**overrides), 16000)
+        hop_audio(make_hop(**overrides), 16000, 20480)
 
 
 def test_hypothesis_moves_word_times_to_stream_time_and_carries_every_timestamp() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from workers.asr.backends import BACKENDS, load_recognizer
     from workers.asr.checkpoint import DEFAULT_CHECKPOINT, CheckpointError
     from workers.asr.knob_costs import KnobCosts, measure_knob_costs
     from workers.asr.recognizer import Recognition, Recognizer, WordTiming
@@ -12,6 +13,7 @@ if TYPE_CHECKING:
 from workers.asr.tiers import TIER_FULL, TIER_INT8, TIERS
 
 __all__ = [
+    "BACKENDS",
     "DEFAULT_CHECKPOINT",
     "TIERS",
     "TIER_FULL",
@@ -21,11 +23,16 @@ __all__ = [
     "Recognition",
     "Recognizer",
     "WordTiming",
+    "load_recognizer",
     "measure_knob_costs",
 ]
 
 
 def __getattr__(name: str) -> Any:
+    if name in ("BACKENDS", "load_recognizer"):
+        from workers.asr import backends
+
+        return getattr(backends, name)
     if name in ("DEFAULT_CHECKPOINT", "CheckpointError"):
         from workers.asr import checkpoint
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipeline.errors import CliError
+from workers.asr.backends import BACKENDS
 
 if TYPE_CHECKING:
     from workers.asr.recognizer import Recognizer
@@ -29,15 +30,37 @@ def asr_commands(commands: Any) -> Any:
 
 
 def register(commands: Any, bench: Any) -> None:
-    """Add ``asr transcribe``."""
+    """Add ``asr transcribe`` and ``asr export-onnx``."""
     sub = asr_commands(commands)
     p = sub.add_parser("transcribe", help="print the transcript of a WAV file (any rate; resampled)")
     p.add_argument("wav", type=Path)
     p.add_argument("--beam", type=int, choices=[1, 2, 4], default=4)
-    p.add_argument("--checkpoint", type=Path, default=None)
+    p.add_argument(
+        "--recognizer",
+        choices=BACKENDS,
+        default=None,
+        help="backend (default: HOPLINE_WORKER__RECOGNIZER, else torch); onnx: see docs/byo-model.md",
+    )
+    p.add_argument(
+        "--checkpoint",
+        type=Path,
+        default=None,
+        help="model file: torch checkpoint or .onnx (default: HOPLINE_WORKER__CHECKPOINT, else the shipped one)",
+    )
     p.add_argument("--device", default="auto")
     p.add_argument("--json", action="store_true", help="print words with times and confidences as JSON")
     p.set_defaults(handler=entry(_transcribe))
+
+    p = sub.add_parser(
+        "export-onnx",
+        help="export a torch checkpoint as model.onnx + model.json + tokens.txt for the onnx backend",
+        description="Writes the acoustic model with dynamic batch and time axes (log-mel input, computed by "
+        "hopline from the spec), its feature spec and tokens. Select it with HOPLINE_WORKER__RECOGNIZER=onnx "
+        "HOPLINE_WORKER__CHECKPOINT=DIR/model.onnx (docs/byo-model.md).",
+    )
+    p.add_argument("--out", type=Path, required=True, help="folder to write into (created)")
+    p.add_argument("--checkpoint", type=Path, default=None, help="torch checkpoint (default: the shipped one)")
+    p.set_defaults(handler=entry(_export_onnx))
 
 
 def entry(command: Callable[[argparse.Namespace], None]) -> Callable[..., int]:
@@ -51,9 +74,26 @@ def entry(command: Callable[[argparse.Namespace], None]) -> Callable[..., int]:
 
 
 def load_recognizer(args: argparse.Namespace) -> Recognizer:
-    from workers.asr.recognizer import Recognizer
+    """Every ASR command's recognizer, through the one factory: the settings pick the backend and model file,
+    ``--recognizer`` (where offered) and ``--checkpoint`` override them."""
+    from pipeline.settings import Settings
+    from workers.asr.backends import load_recognizer as load_backend
 
-    return Recognizer.load(args.checkpoint, device=args.device, threads=getattr(args, "threads", None))
+    worker = Settings().worker
+    backend = getattr(args, "recognizer", None) or worker.recognizer
+    model = args.checkpoint or (Path(worker.checkpoint) if worker.checkpoint else None)
+    return load_backend(backend, model, device=args.device, threads=getattr(args, "threads", None))
+
+
+def _export_onnx(args: argparse.Namespace) -> None:
+    from workers.asr.onnx_export import export_checkpoint
+
+    model = export_checkpoint(args.checkpoint, args.out)
+    print(
+        json.dumps(
+            {"model": str(model), "spec": str(model.with_suffix(".json")), "tokens": str(args.out / "tokens.txt")}
+        )
+    )
 
 
 def _transcribe(args: argparse.Namespace) -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from pipeline.errors import CliError
 from pipeline.settings import Settings
+from workers.asr.backends import BACKENDS
 
 DEFAULT_SWEEP = (1, 2, 4, 6, 8, 10, 12, 14, 16, 20, 24, 32)
 
@@ -28,7 +29,17 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
     worker.add_argument("--device", default=None, help="auto | cpu | cuda | cuda:N")
     worker.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
     worker.add_argument("--worker-id", default=None, help="name on hypotheses (default host:pid)")
-    worker.add_argument("--checkpoint", default=None, help="recognizer checkpoint file (default: the shipped one)")
+    worker.add_argument(
+        "--recognizer",
+        choices=BACKENDS,
+        default=None,
+        help="acoustic backend: torch (the project's checkpoint) or onnx (an exported CTC model, docs/byo-model.md)",
+    )
+    worker.add_argument(
+        "--checkpoint",
+        default=None,
+        help="the recognizer's model: a torch checkpoint (default: the shipped one) or, for onnx, the .onnx file",
+    )
     worker.add_argument(
         "--fault-slowdown",
         type=float,
@@ -86,6 +97,7 @@ def _apply_worker_overrides(args: argparse.Namespace, settings: Settings) -> Set
         "device": args.device,
         "torch_threads": args.threads,
         "worker_id": args.worker_id,
+        "recognizer": args.recognizer,
         "checkpoint": args.checkpoint,
         "fault_slowdown": args.fault_slowdown,
     }

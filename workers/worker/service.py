@@ -133,13 +133,19 @@ class InvalidHop(ValueError):
     """A hop that decodes but cannot be run (wrong rate, odd byte count)."""
 
 
-def hop_audio(hop: contracts.Hop, sample_rate: int) -> np.ndarray:
-    """The hop's pcm16 little-endian window as float32 in [-1, 1)."""
+def hop_audio(hop: contracts.Hop, sample_rate: int, max_samples: int) -> np.ndarray:
+    """The hop's pcm16 little-endian window as float32 in [-1, 1).
+
+    A window longer than ``max_samples`` (the rolling window) is refused: a forged 1 MB hop would
+    otherwise run as a 30 s window and stall the batch it lands in.
+    """
     if hop.sample_rate != sample_rate:
         raise InvalidHop(f"sample_rate {hop.sample_rate}, the model needs {sample_rate}")
     audio = hop.audio
     if not audio or len(audio) % 2:
         raise InvalidHop(f"audio of {len(audio)} bytes is not a non-empty pcm16 window")
+    if len(audio) // 2 > max_samples:
+        raise InvalidHop(f"audio of {len(audio) // 2} samples is longer than the {max_samples}-sample window")
     return np.frombuffer(audio, dtype="<i2").astype(np.float32) / 32768.0
 
 
@@ -272,6 +278,7 @@ class HopWorker:
         self.worker_id = settings.worker.worker_id or default_worker_id()
         self.group_id = f"{settings.app_id}-worker"
         self.tracker = OffsetTracker()
+        self.max_window_samples = round(settings.audio.window_secs * settings.audio.sample_rate)
         self.producer: Producer = make_producer(settings)
         self.dead_letters = DeadLetters(settings, self.producer, SERVICE)
         self.consumer = make_consumer(settings, self.group_id)
@@ -362,9 +369,10 @@ class HopWorker:
             return
         topic, partition, offset = message.topic() or "", message.partition() or 0, message.offset() or 0
         self.tracker.register(topic, partition, offset)
+        audio = self.settings.audio
         try:
             hop = contracts.Hop.decode(message.value())
-            job = HopJob(hop, hop_audio(hop, self.settings.audio.sample_rate), received_ts_ms, message)
+            job = HopJob(hop, hop_audio(hop, audio.sample_rate, self.max_window_samples), received_ts_ms, message)
         except (contracts.ContractError, InvalidHop) as exc:
             self._dead_letter(message, str(exc), exc)
             return
@@ -533,12 +541,10 @@ class HopWorker:
 
 
 def load_recognizer(settings: Settings) -> Recognizer:
-    """The shipped recognizer on the configured device (CUDA with autocast when there, else CPU)."""
-    from workers.asr import Recognizer
+    """The configured recognizer backend (torch or onnx) on the configured device."""
+    from workers.asr.backends import recognizer_from_settings
 
-    worker = settings.worker
-    checkpoint = Path(worker.checkpoint) if worker.checkpoint else None
-    return Recognizer.load(checkpoint=checkpoint, device=worker.device, threads=worker.torch_threads)
+    return recognizer_from_settings(settings.worker)
 
 
 def warm_up(recognizer: Transcriber, settings: Settings) -> None:

@@ -139,9 +139,9 @@ def summarize(results: Sequence[UtteranceResult]) -> dict[str, Any]:
 
 def run_bench(settings: Settings, samples: int, beam: int) -> tuple[dict[str, Any], list[UtteranceResult]]:
     from pipeline.demo.service import load_samples
-    from workers.asr import Recognizer
+    from workers.asr.backends import recognizer_from_settings
 
-    recognizer = Recognizer.load(device=settings.worker.device, threads=settings.worker.torch_threads)
+    recognizer = recognizer_from_settings(settings.worker)
     utterances = load_samples()[:samples]
     results = [stitch_utterance(recognizer.transcribe, u.audio, u.text, u.name, settings, beam) for u in utterances]
     return summarize(results), results

@@ -22,17 +22,23 @@ from workers.asr.cli import asr_commands, entry, load_recognizer
 def register(commands: Any, bench: Any) -> None:
     """Add the lab's sub-commands to ``asr`` and ``asr`` to ``bench``."""
     sub = asr_commands(commands)
-    p = sub.add_parser("synth", help="synthesize the espeak-ng corpus (train, held-out, out-of-domain)")
+    p = sub.add_parser(
+        "synth", help="synthesize the espeak-ng corpus (domain and general training text, held-out sets)"
+    )
     p.add_argument("--out", type=Path, default=Path("data/corpus"))
-    p.add_argument("--train", type=int, default=40000, help="training clips")
-    p.add_argument("--heldout", type=int, default=400, help="held-out clips (unseen sentences and voices)")
+    p.add_argument("--train", type=int, default=0, help="domain-only training clips (split train)")
+    p.add_argument(
+        "--gtrain", type=int, default=24000, help="general training clips: domain, WordNet and lexicon-word text"
+    )
+    p.add_argument("--heldout", type=int, default=400, help="held-out domain clips (unseen sentences and voices)")
     p.add_argument("--ood", type=int, default=30, help="out-of-domain clips")
+    p.add_argument("--general", type=int, default=1000, help="general-English held-out clips (at most the set's size)")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument(
         "--rebuild-assets",
         action="store_true",
-        help="also rewrite tokens, lexicon and LM in workers/asr/assets from the train split",
+        help="also rewrite the lexicon and the LM in workers/asr/assets from the gtrain split",
     )
     p.add_argument("--samples", type=Path, default=None, help="also write the demo samples to this folder")
     p.set_defaults(handler=entry(_synth))
@@ -64,6 +70,7 @@ def register(commands: Any, bench: Any) -> None:
 def add_train_arguments(ap: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Training options, shared by `hopline asr train` and `python -m workers.asr.train`."""
     ap.add_argument("--corpus", type=Path, default=Path("data/corpus"))
+    ap.add_argument("--split", choices=("gtrain", "train"), default="gtrain", help="training split of the corpus")
     ap.add_argument("--run-dir", type=Path, default=Path("runs/asr"))
     ap.add_argument("--export", type=Path, default=Path("runs/asr/asr.pt"), help="inference checkpoint to write")
     ap.add_argument("--minutes", type=float, default=120.0, help="wall-clock training budget")
@@ -92,8 +99,10 @@ def _synth(args: argparse.Namespace) -> None:
 
     for split, n, seed in (
         ("train", args.train, args.seed),
+        ("gtrain", args.gtrain, args.seed),
         ("heldout", args.heldout, args.seed + 1),
         ("ood", args.ood, args.seed),
+        ("general", args.general, args.seed),
     ):
         if n > 0:
             done = synth.synthesize(args.out, split, n, seed, args.workers)
@@ -101,7 +110,7 @@ def _synth(args: argparse.Namespace) -> None:
     if args.rebuild_assets:
         from workers.asr.checkpoint import ASSETS
 
-        print(json.dumps(synth.make_assets(args.out, ASSETS)))
+        print(json.dumps(synth.make_general_assets(args.out, ASSETS)))
     if args.samples is not None:
         from workers.asr.lab.samples import write_samples
 
@@ -111,8 +120,8 @@ def _synth(args: argparse.Namespace) -> None:
 def _train(args: argparse.Namespace) -> None:
     from workers.asr.lab import train
 
-    if not any(args.corpus.glob("train-*.npz")):
-        raise CliError(f"{args.corpus}: no training shards (run `hopline asr synth --out {args.corpus}` first)")
+    if not any(args.corpus.glob(f"{args.split}-*.npz")):
+        raise CliError(f"{args.corpus}: no {args.split} shards (run `hopline asr synth --out {args.corpus}` first)")
     print(json.dumps(train.train(args)))
 
 
@@ -137,6 +146,15 @@ def _eval(args: argparse.Namespace) -> None:
         )
     if "wer_ood" in result:
         print(f"out-of-domain sentences   {4:>4}  {result['wer_ood']:>5}   {result['cer_ood']:>5}")
+    for beam in (1, 4):
+        if f"wer_general_beam{beam}" in result:
+            print(
+                f"general English held-out  {beam:>4}  {result[f'wer_general_beam{beam}']:>5}   "
+                f"{result[f'cer_general_beam{beam}']:>5}"
+            )
+    oov = {k.removeprefix("oov_"): v for k, v in result.items() if k.startswith("oov_")}
+    if oov:
+        print("OOV % against the lexicon: " + ", ".join(f"{k} {v}" for k, v in oov.items()))
 
 
 def _bench(args: argparse.Namespace) -> None:

@@ -2,12 +2,14 @@
 
 Conditions: clean 16 kHz full utterances; the same audio through an 8 kHz G.711 mu-law round trip;
 1.28 s rolling windows (hop 0.64 s) stitched by word midpoints, as a streaming worker sees the
-audio; and out-of-domain sentences the generator never produces.
+audio; out-of-domain sentences the generator never produces; and the hand-written general-English
+held-out set (`general_heldout.txt`), with each set's OOV rate against the lexicon.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Collection
 from pathlib import Path
 
 import numpy as np
@@ -94,10 +96,34 @@ def evaluate(
         hyps = [rolling_transcript(rec, a, beam, tier) for a in audios[:n_roll]]
         result[f"wer_rolling_beam{beam}"], result[f"cer_rolling_beam{beam}"] = error_rates(refs[:n_roll], hyps)
     result["n_rolling"] = n_roll
-    ood_audio, ood_meta = load_eval_audio(root, "ood")
-    if ood_audio:
-        lps = _batched_log_probs(rec, ood_audio, tier)
-        hyps = [rec.decode(lp, 4, len(a) / SAMPLE_RATE).text for lp, a in zip(lps, ood_audio, strict=True)]
-        result["wer_ood"], result["cer_ood"] = error_rates([m["text"] for m in ood_meta], hyps)
-        result["n_ood"] = len(ood_audio)
+    if rec.decoder.words:  # an open-vocabulary (greedy) decoder has no lexicon to be out of
+        result["oov_heldout"] = oov_rate(refs, rec.decoder.words)
+    for split, name, beams in (("ood", "ood", (4,)), ("general", "general", (1, 4))):
+        result.update(_score_split(rec, root, split, name, beams, tier))
     return result
+
+
+def oov_rate(refs: list[str], lexicon: Collection[str]) -> float:
+    """Share of reference words the lexicon lacks, in percent (each one is an error the decoder can't avoid)."""
+    known = set(lexicon)
+    words = [w for r in refs for w in r.split()]
+    return round(100 * sum(w not in known for w in words) / max(1, len(words)), 2)
+
+
+def _score_split(
+    rec: Recognizer, root: Path, split: str, name: str, beams: tuple[int, ...], tier: str
+) -> dict[str, float | int]:
+    """WER/CER per beam and the OOV rate of an extra held-out split; nothing when it was not synthesized."""
+    audio, metas = load_eval_audio(root, split)
+    if not audio:
+        return {}
+    refs = [m["text"] for m in metas]
+    lps = _batched_log_probs(rec, audio, tier)
+    out: dict[str, float | int] = {f"n_{name}": len(audio)}
+    if rec.decoder.words:
+        out[f"oov_{name}"] = oov_rate(refs, rec.decoder.words)
+    for beam in beams:
+        hyps = [rec.decode(lp, beam, len(a) / SAMPLE_RATE).text for lp, a in zip(lps, audio, strict=True)]
+        suffix = "" if beams == (4,) else f"_beam{beam}"
+        out[f"wer_{name}{suffix}"], out[f"cer_{name}{suffix}"] = error_rates(refs, hyps)
+    return out

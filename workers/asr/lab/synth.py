@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from workers.asr.lab import domain
+from workers.asr.lab import domain, general
 
 if TYPE_CHECKING:
     from workers.asr.lab.espeak import Espeak
@@ -114,12 +114,27 @@ def _work(job: tuple[str, list[tuple[str, dict]]]) -> int:
     return len(items)
 
 
+SPLITS = ("train", "heldout", "ood", "general", "gtrain")
+TRAINING_SPLITS = ("train", "gtrain")
+
+
 def plan(split: str, n: int, seed: int) -> list[tuple[str, dict]]:
-    """Texts and voice settings for a split: train, heldout (unseen sentences + voices) or ood."""
+    """Texts and voice settings for a split.
+
+    train: domain sentences; heldout: unseen domain sentences; ood: the domain module's 30
+    out-of-domain sentences; general: the hand-written general-English held-out set (each sentence
+    once, at most n); gtrain: general training text over the full lexicon (`general.training_texts`).
+    Every split but the two training ones is spoken by voice variants training never uses.
+    """
     rng = random.Random(f"{split}-{seed}")
     items: list[tuple[str, dict]] = []
     if split == "ood":
         texts: Iterator[str] = iter(domain.OUT_OF_DOMAIN * (1 + n // len(domain.OUT_OF_DOMAIN)))
+    elif split == "general":
+        texts = iter(general.heldout_sentences())
+        n = min(n, len(general.heldout_sentences()))
+    elif split == "gtrain":
+        texts = general.training_texts(seed, general.vocabulary())
     else:
         texts = domain.sentences(seed, held_out=split != "train")
     seen: set[str] = set()
@@ -128,7 +143,7 @@ def plan(split: str, n: int, seed: int) -> list[tuple[str, dict]]:
         if len(text.split()) > MAX_WORDS or (split == "heldout" and text in seen):
             continue
         seen.add(text)
-        items.append((text, _voice(rng, held_out=split != "train")))
+        items.append((text, _voice(rng, held_out=split not in TRAINING_SPLITS)))
     return items
 
 
@@ -179,7 +194,7 @@ def build_lexicon(metas: list[dict], min_share: float = 0.1, max_variants: int =
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=Path("data/corpus"))
-    ap.add_argument("--split", choices=["train", "heldout", "ood"], default="train")
+    ap.add_argument("--split", choices=SPLITS, default="train")
     ap.add_argument("-n", type=int, default=40000)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--workers", type=int, default=2)
@@ -207,41 +222,65 @@ def isolated_pronunciations(words: list[str]) -> dict[str, str]:
     return out
 
 
-def make_assets(
-    corpus: Path, assets: Path, lm_sentences: int = 200000, seed: int = 5, keep_tokens: bool = True
-) -> dict[str, object]:
-    """Write tokens.txt, lexicon.txt and lm.arpa into `assets` from a synthesized train corpus.
+def complete_lexicon(metas: list[dict], vocab: list[str], token_file: Path | None) -> dict[str, list[str]]:
+    """Pronunciations for every word of `vocab`: as spoken in the corpus, plus the isolated en-us form.
 
-    With keep_tokens and an existing tokens.txt, the token set stays as it is (a trained model's output
-    layer is tied to it) and pronunciations using other phonemes are dropped.
+    Words the corpus never spoke get the isolated form only. With a token file, pronunciations using
+    other phonemes are dropped (a trained model's output layer is tied to its tokens).
     """
-    from workers.asr.lab.lm import build_arpa
-
-    _, metas = load_split(corpus, "train")
-    lexicon = build_lexicon(metas)
-    vocab = domain.vocabulary()
-    missing = [w for w in vocab if w not in lexicon]
-    for w, pron in isolated_pronunciations(missing).items():
-        lexicon[w] = [pron]
+    spoken = build_lexicon(metas)
+    wanted = set(vocab)
+    lexicon = {w: prons for w, prons in spoken.items() if w in wanted}
     for w, pron in isolated_pronunciations(vocab).items():
-        if pron not in lexicon[w] and len(lexicon[w]) < 4:
-            lexicon[w].append(pron)
-    token_file = assets / "tokens.txt"
-    if keep_tokens and token_file.exists():
-        known = set(token_file.read_text().split())
-        lexicon = {w: kept for w, prons in lexicon.items() if (kept := [p for p in prons if set(p.split()) <= known])}
-    else:
-        phones = sorted(
-            {p for prons in lexicon.values() for pr in prons for p in pr.split()}
-            | {p for m in metas for p, _, _ in m["phones"]}
-        )
-        assets.mkdir(parents=True, exist_ok=True)
-        token_file.write_text("\n".join(["<blank>", "|", *phones]) + "\n")
-    with open(assets / "lexicon.txt", "w") as f:
+        variants = lexicon.setdefault(w, [])
+        if pron not in variants and len(variants) < 4:
+            variants.append(pron)
+    if token_file is None:
+        return lexicon
+    known = set(token_file.read_text().split())
+    return {w: kept for w, prons in lexicon.items() if (kept := [p for p in prons if set(p.split()) <= known])}
+
+
+def write_lexicon(lexicon: dict[str, list[str]], path: Path) -> None:
+    with open(path, "w") as f:
         for w in sorted(lexicon):
             for pron in lexicon[w]:
                 f.write(f"{w}\t{pron}\n")
+
+
+def make_general_assets(
+    corpus: Path,
+    assets: Path,
+    vocabulary_size: int = general.VOCABULARY_SIZE,
+    domain_weight: float = 0.85,
+    lm_sentences: int = 200000,
+    seed: int = 5,
+) -> dict[str, object]:
+    """Write lexicon.txt and lm.arpa for general English plus the domain, from a synthesized corpus.
+
+    Lexicon: `general.vocabulary` with pronunciations as the corpus's `gtrain` and `train` splits spoke
+    them (the domain split, when present, gives its words the in-context variants of the domain's
+    phrasing, e.g. "four" said like "for"), plus the isolated form.
+    LM: the domain trigram (its generator's training sentences) interpolated with a general trigram
+    (WordNet's examples, words outside the lexicon as <unk>) whose unigram floor follows wordfreq,
+    so every lexicon word has a probability in line with how common it is. tokens.txt is kept.
+    """
+    from workers.asr.lab.lm import UNK, estimate, interpolate, write_arpa
+
+    metas = [m for split in TRAINING_SPLITS for m in load_split(corpus, split)[1]]
+    lexicon = complete_lexicon(metas, general.vocabulary(vocabulary_size), assets / "tokens.txt")
+    write_lexicon(lexicon, assets / "lexicon.txt")
+    words = sorted(lexicon)
+    prior = {w: general.word_frequency(w) for w in words}
     stream = domain.sentences(seed, held_out=False)
-    counts = build_arpa((next(stream) for _ in range(lm_sentences)), lexicon.keys(), assets / "lm.arpa")
-    tokens = len(token_file.read_text().split())
-    return {"words": len(lexicon), "tokens": tokens, "ngrams": counts, "missing_in_corpus": len(missing)}
+    domain_lm = estimate((next(stream) for _ in range(lm_sentences)), words, unigram_prior=prior)
+    examples = [" ".join(w if w in lexicon else UNK for w in s.split()) for s in general.wordnet_sentences()]
+    general_lm = estimate(examples, words, min_count=1, unigram_prior=prior)
+    counts = write_arpa(interpolate(domain_lm, general_lm, domain_weight), assets / "lm.arpa")
+    return {
+        "words": len(lexicon),
+        "pronunciations": sum(len(p) for p in lexicon.values()),
+        "domain_weight": domain_weight,
+        "general_sentences": len(examples),
+        "ngrams": counts,
+    }

@@ -195,7 +195,7 @@ def train(args: argparse.Namespace) -> dict:
     torch.manual_seed(args.seed)
     tokens = (checkpoint.ASSETS / "tokens.txt").read_text().split()
     t0 = time.time()
-    corpus = load_corpus(args.corpus, "train", tokens, device)
+    corpus = load_corpus(args.corpus, args.split, tokens, device)
     hours = corpus.lengths.sum() / SAMPLE_RATE / 3600
     print(f"loaded {len(corpus.lengths)} clips ({hours:.1f} h) in {time.time() - t0:.0f} s", flush=True)
 
