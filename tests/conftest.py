@@ -11,4 +11,5 @@ pytest_plugins = [
     "tests.plugins.builders",
     "tests.plugins.clock",
     "tests.plugins.faults",
+    "tests.plugins.services",
 ]

@@ -27,6 +27,7 @@ from pipeline.supervisor import ServiceProcess
 from tests.plugins.broker import SettingsFactory
 from tests.plugins.faults import FaultProxy
 from tests.plugins.kafka import TopicReader
+from tests.plugins.services import running_services
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
@@ -44,14 +45,8 @@ OUTPUT_TIMEOUT_S = 45.0
 def running(make_proxied_settings: SettingsFactory) -> Iterator[tuple[Settings, dict[str, ServiceProcess]]]:
     """Windower, worker and assembler behind the proxy; each must exit 0 on SIGTERM after the module."""
     settings = make_proxied_settings(partitions=2)
-    services = {role: ServiceProcess(settings, role) for role in ("windower", "worker", "assembler")}
-    try:
-        for service in services.values():
-            service.wait_ready(180)
+    with running_services(settings, "windower", "worker", "assembler", ready_timeout_s=180) as services:
         yield settings, services
-    finally:
-        codes = {role: service.terminate(30) for role, service in services.items()}
-    assert codes == dict.fromkeys(services, 0), {role: s.output[-2000:] for role, s in services.items()}
 
 
 @pytest.fixture(scope="module")

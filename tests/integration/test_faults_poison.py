@@ -48,6 +48,8 @@ from tests.integration.test_faults import ENGINE_HELD_OUT_WER, OUTPUT_TIMEOUT_S,
 from tests.plugins import builders
 from tests.plugins.broker import settings_factory
 from tests.plugins.kafka import committed_offsets, wait_for
+from tests.plugins.services import running_services
+from tests.unit.test_contracts_strict import zz
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
@@ -67,24 +69,14 @@ class Poison:
     reason: str | None
 
 
-def zigzag(n: int) -> bytes:
-    n = (n << 1) ^ (n >> 63)
-    out = bytearray()
-    while n >= 0x80:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
 def with_first_string(encoded: bytes, old: str, new: bytes) -> bytes:
     """``encoded`` (a contract's single-object message whose first field is the string ``old``) with ``new`` there.
 
     Built by hand: the contracts refuse to encode a session id over their limit, a writer elsewhere may not.
     """
-    head = zigzag(len(old.encode())) + old.encode()
+    head = zz(len(old.encode())) + old.encode()
     assert encoded[HEADER_LEN : HEADER_LEN + len(head)] == head
-    return encoded[:HEADER_LEN] + zigzag(len(new)) + new + encoded[HEADER_LEN + len(head) :]
+    return encoded[:HEADER_LEN] + zz(len(new)) + new + encoded[HEADER_LEN + len(head) :]
 
 
 GARBAGE = b"\x00 not an avro record"
@@ -194,14 +186,8 @@ TARGETS = {
 def services(broker: EmbeddedBroker) -> Iterator[tuple[Settings, dict[str, ServiceProcess]]]:
     """Windower, worker, assembler and controller for the module; each must exit 0 on SIGTERM after it."""
     settings = settings_factory(broker.bootstrap_servers)(partitions=2)
-    running = {role: ServiceProcess(settings, role) for role in ROLES}
-    try:
-        for service in running.values():
-            service.wait_ready(180)
+    with running_services(settings, *ROLES, ready_timeout_s=180) as running:
         yield settings, running
-    finally:
-        codes = {role: service.terminate(30) for role, service in running.items()}
-    assert codes == dict.fromkeys(ROLES, 0), {role: s.output[-2000:] for role, s in running.items()}
 
 
 def partition_of(settings: Settings, key: bytes) -> int:

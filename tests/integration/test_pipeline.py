@@ -5,8 +5,6 @@ import json
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import pytest
 
@@ -14,28 +12,17 @@ from pipeline import contracts
 from pipeline.control.follower import ControlFollower
 from pipeline.demo.service import load_samples, plan_sessions, stream_sessions
 from pipeline.ingress.service import AudioProducer
-from pipeline.settings import ControllerSettings, Settings, WorkerSettings
+from pipeline.settings import ControllerSettings, WorkerSettings
 from pipeline.supervisor import ServiceProcess
 from tests.plugins.broker import SettingsFactory
 from tests.plugins.kafka import read_all, wait_for
+from tests.plugins.services import running_services
 
 pytestmark = pytest.mark.integration
 
 #: The engine's documented WER bound on held-out speech (issue 3: <= 10 % at beam 4; docs/asr/eval_cpu.json
 #: measures 0.65 % on whole utterances and 3.1 % on rolling windows).
 ENGINE_HELD_OUT_WER = 0.10
-
-
-@contextmanager
-def pipeline(settings: Settings, *roles: str) -> Iterator[dict[str, ServiceProcess]]:
-    services = {role: ServiceProcess(settings, role) for role in roles}
-    try:
-        for service in services.values():
-            service.wait_ready(120)
-        yield services
-    finally:
-        codes = {role: service.terminate(30) for role, service in services.items()}
-    assert codes == dict.fromkeys(services, 0), {role: s.output[-2000:] for role, s in services.items()}
 
 
 def test_main_job_turns_spoken_samples_into_transcripts_within_the_engines_wer() -> None:
@@ -73,7 +60,7 @@ def test_slowed_worker_makes_the_controller_degrade_then_recover(make_settings: 
     spike = plan_sessions(samples, sessions=8, duration_s=5.0, run_id="spike")
     steady = plan_sessions(samples, sessions=2, duration_s=40.0, run_id="steady")
     stop = threading.Event()
-    with pipeline(settings, "windower", "worker", "assembler", "controller") as services:
+    with running_services(settings, "windower", "worker", "assembler", "controller") as services:
         control = ControlFollower(settings).start()
         producer = AudioProducer(settings, control=control)
         streamer = threading.Thread(target=stream_sessions, args=(producer, spike + steady, stop), daemon=True)

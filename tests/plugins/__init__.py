@@ -4,5 +4,6 @@
 * :mod:`tests.plugins.asr`: the shipped recognizer and samples (fixtures);
 * :mod:`tests.plugins.kafka`: reading topics from the beginning, waiting, scraping ``/metrics``;
 * :mod:`tests.plugins.builders`: records (frames, hops, hypotheses, latency events, commands);
-* :mod:`tests.plugins.clock`: the hand-driven clock of the pure-logic tests.
+* :mod:`tests.plugins.clock`: the hand-driven clock of the pure-logic tests;
+* :mod:`tests.plugins.services`: hopline services as child processes that must exit cleanly.
 """
