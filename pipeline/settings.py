@@ -52,6 +52,13 @@ class KafkaSettings(Section):
         description="Java/aiokafka-compatible key hashing, so a session has one partition in every topic.",
     )
     replication_factor: int = Field(1, ge=1)
+    delivery_timeout_ms: int = Field(
+        120_000,
+        ge=1000,
+        description="How long a produced record may wait for the broker's acknowledgement before its delivery "
+        "fails and the service's retry or replay path takes over (librdkafka message.timeout.ms; faust's "
+        "producer_request_timeout, per request). Kafka's own default; tests lower it to provoke failures.",
+    )
     statistics_interval_ms: int = Field(
         1000, ge=0, description="librdkafka statistics interval: feeds the produce-batch counters (0 = off)."
     )
@@ -244,7 +251,14 @@ class WorkerSettings(Section):
         description="TEST KNOB: a file holding the current slowdown factor, re-read every half second (overrides "
         "fault_slowdown while it exists), so a benchmark can slow the worker for a while and let it recover.",
     )
-    worker_id: str | None = Field(None, description="Defaults to host:pid.")
+    worker_id: str | None = Field(
+        None,
+        min_length=1,
+        max_length=128,
+        pattern=r"^[\x21-\x7e]+$",
+        description="Defaults to host:pid. Printable ASCII without spaces, at most 128 characters: it is a Kafka "
+        "key, part of the producer's client id and a label on every hypothesis.",
+    )
     beam: int = Field(4, description="Beam width until the controller says otherwise.")
     recognizer: Literal["torch", "onnx"] = Field(
         "torch",

@@ -9,19 +9,21 @@ interval follows the controller's knobs (160 ms, 320 ms when throttled).
 Recovery: per-session stitching state lives in memory and is mirrored, after every
 hypothesis that changes it, into a faust table (changelog topic
 ``<app>-stitching-changelog``, co-partitioned with the hypotheses by session key). Per
-hypothesis the new state, which records the hypothesis' input offset, goes into the producer
-first and its transcripts and latency event right behind it, without waiting in between; the
-input is acked once all of them are delivered. After a crash the hypotheses since the last
-committed offset are replayed; each one at or before the offset in the restored state sends
-nothing (not even a latency event), so no committed word, final or latency event goes out
-twice. Not waiting for the state's delivery before sending keeps ``post`` at its ~10 ms (waiting
-for two round trips per hypothesis, in order, doubled post p50 and tripled its p95 on the
-embedded broker); the price is a narrow window: a crash after the outputs were delivered but
-before the state was could repeat that one hypothesis' outputs (the same bytes: readers keep
-(session, segment, hop_seq) as their identity). Exactly-once would need Kafka transactions,
-which the embedded broker does not honour. An output that fails delivery leaves its input
-unacked; ``MAX_DELIVERY_FAILURES`` in a row crash the app (exit non-zero) so the next run
-replays them.
+hypothesis its transcripts and latency event go out first; once they are delivered the new
+state, which records the hypothesis' input offset, goes to the changelog; the input is acked
+once that is delivered too. After a crash the hypotheses since the last committed offset are
+replayed; each one at or before the offset in the restored state sends nothing (not even a
+latency event), and a restored state only ever follows delivered outputs, so nothing is lost.
+The agent never waits for a delivery, so ``post`` stays at its ~10 ms (waiting for two round
+trips per hypothesis, in order, doubled post p50 and tripled its p95 on the embedded broker).
+The price is a narrow window: a crash after the outputs were delivered but before the state was
+repeats that hypothesis' outputs on the replay (the same bytes: readers keep (session, segment,
+hop_seq) as their identity). Writing the state first closed that window but opened a worse one:
+a state delivered ahead of its outputs made the replay skip outputs that never went out (the
+suspected cause of a hop without a latency event, seen once in the two-assembler fault test). Exactly-once would need
+Kafka transactions, which the embedded broker does not honour. An output or state that fails
+delivery leaves its input unacked; ``MAX_DELIVERY_FAILURES`` in a row crash the app (exit
+non-zero) so the next run replays them.
 
 Rebalance: a revoked partition's sessions are dropped from memory (their state is in the
 changelog); once faust has recovered the table for an assignment, every stored session of
@@ -77,6 +79,8 @@ DELIVERY_FAILURES = Counter(
 )
 #: Failed deliveries in a row after which the assembler crashes so its next run replays them.
 MAX_DELIVERY_FAILURES = 3
+#: How long a SIGTERM waits for deliveries in flight before faust stops.
+STOP_SETTLE_S = 10.0
 
 
 def stitching_policy(settings: Settings) -> StitchingPolicy:
@@ -241,7 +245,7 @@ def run(settings: Settings) -> int:
     app = make_app(settings, f"{settings.app_id}-{SERVICE}")
     source = raw_topic(app, settings.topics.hypotheses)
     dead_letters = AgentDeadLetters(app, settings, service=SERVICE)
-    # Rows are written by persist() to the session's own changelog partition, inside an event
+    # Rows are written by write_changelog() to the session's own changelog partition, inside an event
     # or not (the expiry timer), so faust's event-bound partition choice is not used.
     states = app.Table(
         "stitching",
@@ -259,21 +263,26 @@ def run(settings: Settings) -> int:
         """Straight to faust's producer (flushed on stop); returns the delivery future."""
         return await app.producer.send(topic, key, value, partition, None, None)
 
-    async def persist(session_id: str, state: bytes | None) -> asyncio.Future[Any] | None:
-        """Set (None: delete) the session's row and send it to the session's changelog partition."""
-        key = session_id.encode()
-        if state is None:
-            if states.data.pop(key, None) is None:
-                return None
-        else:
-            states.data[key] = state
-        return cast(asyncio.Future[Any], await produce(changelog, key, state, assembly.partition_of(session_id)))
+    def update_table(changes: dict[str, bytes | None]) -> dict[str, bytes | None]:
+        """Apply the changes to the local table now (None: delete); returns the rows the changelog needs."""
+        rows: dict[str, bytes | None] = {}
+        for session_id, state in changes.items():
+            key = session_id.encode()
+            if state is None:
+                if states.data.pop(key, None) is None:
+                    continue
+            else:
+                states.data[key] = state
+            rows[session_id] = state
+        return rows
 
     pending: set[asyncio.Future[Any]] = set()
+    # Changelog writes go out in the order their outputs were delivered: a session's rows never reorder.
+    changelog_order = asyncio.Lock()
 
     def on_delivery(futures: list[Any], then: Callable[[], None] | None = None) -> None:
-        """Once ``futures`` are delivered, run ``then`` (ack the input); count a failure and crash the app
-        after MAX_DELIVERY_FAILURES in a row, the input left unacked so the next run replays it."""
+        """Once ``futures`` are delivered, run ``then``; count a failure and crash the app after
+        MAX_DELIVERY_FAILURES in a row, the input left unacked so the next run replays it."""
         done = asyncio.gather(*futures)
         pending.add(done)
 
@@ -295,13 +304,32 @@ def run(settings: Settings) -> int:
 
         done.add_done_callback(settle)
 
+    async def write_changelog(rows: dict[str, bytes | None], then: Callable[[], None] | None) -> None:
+        """The rows to each session's own changelog partition; ``then`` once they are delivered."""
+        async with changelog_order:
+            writes = [
+                await produce(changelog, session_id.encode(), state, assembly.partition_of(session_id))
+                for session_id, state in rows.items()
+            ]
+        on_delivery(writes, then)
+
     async def write_and_send(
         changes: dict[str, bytes | None], outgoing: list[Outgoing], then: Callable[[], None] | None = None
     ) -> None:
-        """State first, then outputs, into the producer back to back; ``then`` once all are delivered."""
-        writes = [await persist(session_id, state) for session_id, state in changes.items()]
+        """Outputs first; once they are delivered, the state rows (which record the input offset); ``then``
+        once those are delivered too. The local table is current at once."""
+        rows = update_table(changes)
         sends = [await produce(m.topic, m.key, m.value) for m in outgoing]
-        on_delivery([future for future in writes + sends if future is not None], then)
+
+        def write_rows() -> None:
+            if rows:
+                task = asyncio.ensure_future(write_changelog(rows, then))
+                pending.add(task)
+                task.add_done_callback(pending.discard)
+            elif then is not None:
+                then()
+
+        on_delivery(sends, write_rows)
 
     @app.agent(source)
     async def assemble(stream: Any) -> None:
@@ -338,8 +366,15 @@ def run(settings: Settings) -> int:
     app.on_partitions_revoked.connect(cast(Any, forget_revoked))
     states.on_recover(restore_assigned)
 
+    async def settle_deliveries() -> None:
+        """On SIGTERM, before faust commits: let outputs and the state rows behind them be delivered (and
+        their inputs acked), so a clean stop leaves nothing for the next run to send again."""
+        deadline = asyncio.get_running_loop().time() + STOP_SETTLE_S
+        while pending and (left := deadline - asyncio.get_running_loop().time()) > 0:
+            await asyncio.wait(list(pending), timeout=left)
+
     follower.start()
     try:
-        return run_app(app, service=SERVICE)
+        return run_app(app, service=SERVICE, on_stop=settle_deliveries)
     finally:
         follower.close()

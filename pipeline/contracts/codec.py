@@ -32,8 +32,10 @@ HEADER_LEN = len(MAGIC) + 8
 #: and an unbounded one makes every record about its session, dead letters included, unbounded.
 #: Room for the gateway's ``<tenant>/<call id>`` (up to 128 + 1 + 128 bytes) and more.
 MAX_SESSION_ID_BYTES = 512
+#: Longest ``worker_id``: a Kafka key of the capabilities topic and a label on every hypothesis.
+MAX_WORKER_ID_BYTES = 256
 #: String fields with a byte limit, by name, in every contract that has one (checked on encode and decode).
-_FIELD_LIMITS = {"session_id": MAX_SESSION_ID_BYTES}
+_FIELD_LIMITS = {"session_id": MAX_SESSION_ID_BYTES, "worker_id": MAX_WORKER_ID_BYTES}
 
 Record = dict[str, Any]
 

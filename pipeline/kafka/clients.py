@@ -55,6 +55,7 @@ def producer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
         "partitioner": kafka.partitioner,
         "compression.type": "none",
         "message.max.bytes": 4 * 1024 * 1024,
+        "message.timeout.ms": kafka.delivery_timeout_ms,
         "logger": LIBRDKAFKA_LOG,
         **security_config(settings),
     }

@@ -175,6 +175,7 @@ def make_app(settings: Settings, app_id: str, **conf: Any) -> HoplineApp:
         "consumer_auto_offset_reset": "earliest",
         "producer_linger": kafka.linger_ms / 1000.0,
         "producer_acks": -1 if kafka.acks == "all" else int(kafka.acks),
+        "producer_request_timeout": kafka.delivery_timeout_ms / 1000.0,
         # aiokafka keeps one request in flight per broker and makes a send wait while its
         # partition's batch is full: with 16 kB batches every 41 kB hop would wait for the
         # previous request's round trip. 1 MB batches let sends queue up behind it instead.

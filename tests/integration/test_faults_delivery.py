@@ -1,11 +1,12 @@
 """Delivery failures on the real broker: a service's produce requests stall in the FaultProxy until they time out.
 
 ``FaultProxy.stall_produce(client_id)`` holds every connection on which the service under test (its faust
-``BROKER_CLIENT_ID``) has sent a Produce request, while its fetches and every other client go on; the service's
-produce request timeout is set to 1 s (faust's ``PRODUCER_REQUEST_TIMEOUT``), so each delivery fails after a
-second instead of faust's 20 minutes. The windower sends a failed hop or state write again with backoff and,
-when the stall outlasts its retries, exits 75 for a replay; the assembler crashes after three failures in a row.
-Either way, after the restart nothing is lost or repeated.
+``BROKER_CLIENT_ID``, the worker's ``hopline-worker-<id>``) has sent a Produce request, while its fetches and
+every other client go on; the service's ``kafka.delivery_timeout_ms`` is set to 1 s, so each delivery fails after
+a second instead of two minutes. The windower sends a failed hop or state write again with backoff and, when the
+stall outlasts its retries, exits 75 for a replay; the assembler crashes after three failures in a row; the worker
+sends a failed hypothesis again until it is delivered and commits nothing past it. Either way nothing is lost or
+repeated.
 """
 
 from __future__ import annotations
@@ -30,15 +31,18 @@ from tests.integration.test_faults_rebalance import (
     speech,
 )
 from tests.integration.test_windowing_service import assert_hops_match, hops_by_session, speech_like
+from tests.integration.test_worker_service import WORKER_READY_S, hops_accounted
 from tests.plugins.broker import SettingsFactory
 from tests.plugins.faults import FaultProxy
-from tests.plugins.kafka import TopicReader
+from tests.plugins.kafka import TopicReader, committed_offsets, end_offsets, wait_for
+from workers.worker.bench import feed_sessions, speech_stream
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
 #: The service under test's faust client id, the one the stall holds; its deliveries time out after 1 s.
 VICTIM = "delivery-victim"
-VICTIM_ENV = {"BROKER_CLIENT_ID": VICTIM, "PRODUCER_REQUEST_TIMEOUT": "1"}
+FAST_TIMEOUT_ENV = {"HOPLINE_KAFKA__DELIVERY_TIMEOUT_MS": "1000"}
+VICTIM_ENV = {"BROKER_CLIENT_ID": VICTIM, **FAST_TIMEOUT_ENV}
 STALL_AT_S = 1.0
 
 
@@ -142,3 +146,47 @@ def test_an_assembler_whose_deliveries_time_out_crashes_and_its_restart_repeats_
             assert restarted.terminate() == 0, restarted.output[-3000:]
     reader.close()
     assert_transcripts(reader, settings, plan, reference)
+
+
+def test_a_worker_whose_deliveries_time_out_sends_again_or_exits_and_commits_nothing_undelivered(
+    make_proxied_settings: SettingsFactory, faults: FaultProxy
+) -> None:
+    """A 5 s stall of the worker's produce requests. Timed-out hypotheses are sent again; a producer the broker
+    then fences (the embedded broker does, refusing the epoch bump librdkafka makes after a timeout; Apache Kafka
+    accepts it) is fatal, so the worker exits non-zero for a replay and a restart sends what was left. Either
+    way no hop goes without its hypothesis and no offset is committed past an undelivered one."""
+    settings = make_proxied_settings(partitions=2, worker={"worker_id": "dlv-worker"})
+    topic, group = settings.topics.hypotheses, f"{settings.app_id}-worker"
+    hypotheses = TopicReader(settings, {topic: contracts.Hypothesis})
+    speech_audio, _source = speech_stream(settings.audio.sample_rate)
+
+    def unique(records: list[contracts.Hypothesis]) -> list[contracts.Hypothesis]:
+        return list({(r.session_id, r.hop_seq): r for r in records}.values())
+
+    with ServiceProcess(settings, "worker", env=FAST_TIMEOUT_ENV) as worker:
+        worker.wait_ready(WORKER_READY_S)
+        faults.stall_produce("hopline-worker-dlv-worker")
+        stalled_at = time.monotonic()
+        sent = feed_sessions(settings, speech_audio, f"dlv-w-{uuid.uuid4().hex[:4]}-", 4, 2.4, seed=5)
+        time.sleep(max(0.0, 5.0 - (time.monotonic() - stalled_at)))
+        assert faults.stalled > 0, "the worker's produce requests were held"
+        assert not hypotheses.records(topic), "nothing got through the stall"
+        assert committed_offsets(settings, group, settings.topics.hops) != end_offsets(settings, settings.topics.hops)
+        faults.heal()
+
+        def delivered() -> bool:
+            return hops_accounted(unique(hypotheses.records(topic))) >= sent
+
+        assert wait_for(lambda: delivered() or not worker.running, 90), worker.output[-3000:]
+        if worker.running:
+            assert worker.terminate() == 0, worker.output[-3000:]
+        else:
+            assert worker.process.returncode != 0 and "exits for a replay" in worker.output, worker.output[-3000:]
+            with ServiceProcess(settings, "worker") as finisher:
+                finisher.wait_ready(WORKER_READY_S)
+                hypotheses.wait_for(delivered, 90)
+                assert finisher.terminate() == 0, finisher.output[-3000:]
+    hypotheses.close()
+    assert hops_accounted(unique(hypotheses.records(topic))) == sent
+    assert committed_offsets(settings, group, settings.topics.hops) == end_offsets(settings, settings.topics.hops)
+    assert "not delivered" in worker.output, worker.output[-3000:]

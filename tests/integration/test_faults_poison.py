@@ -49,7 +49,7 @@ from tests.plugins import builders
 from tests.plugins.broker import settings_factory
 from tests.plugins.kafka import committed_offsets, wait_for
 from tests.plugins.services import running_services
-from tests.unit.test_contracts_strict import zz
+from tests.unit.test_contracts_strict import raw_message, zz
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
@@ -137,7 +137,7 @@ def latency_poisons(settings: Settings, session: str) -> list[Poison]:
     return [
         Poison("undecodable", session.encode(), GARBAGE, UNDECODABLE),
         huge_id(builders.latency_event(session_id=session).encode(), session),
-        Poison("near-1MB", session.encode(), big.encode(), "untrusted latency figures"),
+        Poison("near-1MB", session.encode(), raw_message(contracts.LATENCY, big.to_avro()), "worker_id: length"),
     ]
 
 
@@ -156,7 +156,12 @@ def capabilities_record(worker_id: str, saving: float, device: str = "cpu") -> c
 def capabilities_poisons(settings: Settings, session: str) -> list[Poison]:
     return [
         Poison("undecodable", b"poison-worker", GARBAGE, None),
-        Poison("huge-id", b"k" * HUGE_ID_BYTES, capabilities_record("k" * HUGE_ID_BYTES, 1.5).encode(), None),
+        Poison(
+            "huge-id",
+            b"k" * HUGE_ID_BYTES,
+            raw_message(contracts.CAPABILITIES, capabilities_record("k" * HUGE_ID_BYTES, 1.5).to_avro()),
+            None,
+        ),
         Poison(
             "near-1MB", b"poison-worker", capabilities_record("poison-worker", 1.5, "d" * NEAR_MB_BYTES).encode(), None
         ),

@@ -14,7 +14,7 @@ import pytest
 from fastavro import schemaless_writer
 
 from pipeline import contracts
-from pipeline.contracts.codec import HEADER_LEN, MAGIC, MAX_SESSION_ID_BYTES, Contract, _compile
+from pipeline.contracts.codec import HEADER_LEN, MAGIC, MAX_SESSION_ID_BYTES, MAX_WORKER_ID_BYTES, Contract, _compile
 from tests.unit.test_contracts_interop import SAMPLES
 
 
@@ -221,6 +221,17 @@ def test_a_session_id_is_at_most_the_contract_limit(contract: Contract) -> None:
         contract.encode(with_session(contract, too_long))
     with pytest.raises(contracts.MalformedMessageError, match=f"session_id: length {MAX_SESSION_ID_BYTES + 1} "):
         contract.decode(raw_message(contract, with_session(contract, too_long)))
+
+
+@pytest.mark.parametrize("contract", (contracts.HYPOTHESIS, contracts.CAPABILITIES), ids=lambda c: c.name)
+def test_a_worker_id_is_at_most_the_contract_limit(contract: Contract) -> None:
+    longest = {**SAMPLES[contract.name].to_avro(), "worker_id": "w" * MAX_WORKER_ID_BYTES}
+    assert contract.decode(contract.encode(longest))["worker_id"] == longest["worker_id"]
+    too_long = {**longest, "worker_id": "w" * (MAX_WORKER_ID_BYTES + 1)}
+    with pytest.raises(contracts.ContractError, match=f"worker_id: {MAX_WORKER_ID_BYTES + 1} bytes, at most"):
+        contract.encode(too_long)
+    with pytest.raises(contracts.MalformedMessageError, match=f"worker_id: length {MAX_WORKER_ID_BYTES + 1} "):
+        contract.decode(raw_message(contract, too_long))
 
 
 def test_a_huge_session_id_is_rejected_before_it_is_read() -> None:

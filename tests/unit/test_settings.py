@@ -74,3 +74,20 @@ def test_a_bad_cli_override_is_one_line_and_exit_code_2(capsys: pytest.CaptureFi
     assert main(["worker", "--max-batch-size", "0"]) == 2
     err = capsys.readouterr().err
     assert err == "hopline: error: invalid setting worker.max_batch_size: Input should be greater than or equal to 1\n"
+
+
+@pytest.mark.parametrize("worker_id", ["", "two words", "x" * 129, "tab\there"])
+def test_a_worker_id_is_short_printable_ascii(worker_id: str) -> None:
+    with pytest.raises(ValueError, match=r"worker\.worker_id"):
+        Settings().override(worker={"worker_id": worker_id})
+    assert Settings().override(worker={"worker_id": "gpu-7:1234"}).worker.worker_id == "gpu-7:1234"
+
+
+def test_the_delivery_timeout_reaches_librdkafka_and_faust() -> None:
+    from pipeline.kafka.clients import producer_config
+    from pipeline.kafka.faust_app import make_app
+
+    settings = Settings().override(kafka={"delivery_timeout_ms": 1500})
+    assert producer_config(settings)["message.timeout.ms"] == 1500
+    assert make_app(settings, "timeout-test").conf.producer_request_timeout == 1.5
+    assert producer_config(Settings())["message.timeout.ms"] == 120_000, "Kafka's default delivery timeout"

@@ -191,8 +191,14 @@ class FakeMessage:
 class FakeProducer:
     """Refuses records for ``refuse`` at produce time; reports failed delivery for ``fail`` (on poll)."""
 
-    def __init__(self, refuse: tuple[str, ...] = (), fail: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        refuse: tuple[str, ...] = (),
+        fail: tuple[str, ...] = (),
+        error: KafkaError | None = None,
+    ) -> None:
         self.refuse, self.fail = refuse, fail
+        self.error = error or KafkaError(KafkaError._MSG_TIMED_OUT)
         self.sent: list[tuple[str, bytes]] = []
         self._reports: list[tuple[Any, KafkaError | None]] = []
 
@@ -200,7 +206,7 @@ class FakeProducer:
         if topic in self.refuse:
             raise KafkaException(KafkaError(KafkaError.MSG_SIZE_TOO_LARGE))
         self.sent.append((topic, value))
-        error = KafkaError(KafkaError._MSG_TIMED_OUT) if topic in self.fail else None
+        error = self.error if topic in self.fail else None
         if on_delivery is not None:
             self._reports.append((on_delivery, error))
 
@@ -266,7 +272,7 @@ def hop_worker(
     messages: list[FakeMessage] = (),  # type: ignore[assignment]
 ) -> tuple[HopWorker, FakeConsumer]:
     consumer = FakeConsumer(list(messages))
-    monkeypatch.setattr(worker_service, "make_producer", lambda settings: producer)
+    monkeypatch.setattr(worker_service, "make_producer", lambda settings, **overrides: producer)
     monkeypatch.setattr(worker_service, "make_consumer", lambda settings, group: consumer)
     monkeypatch.setattr(worker_service, "ControlFollower", lambda settings: StillControl())
     monkeypatch.setattr(worker_service, "DEAD_LETTER_BACKOFF_S", 0.001)
@@ -318,3 +324,60 @@ def test_a_dead_letter_delivered_on_a_retry_commits_its_hop(monkeypatch: pytest.
     producer.poll()
     assert producer.topics() == [dead_letter_topic] * 2
     assert worker.tracker.to_commit() == {(topics.hops, 0): 4}
+
+
+def published_hypothesis(worker: HopWorker, offset: int) -> None:
+    """A hop at ``offset`` whose inference is done, handed to the worker to publish."""
+    topics = UNIT_SETTINGS.topics
+    worker.tracker.register(topics.hops, 0, offset)
+    message = FakeMessage(make_hop().encode(), offset=offset)
+    job = HopJob(make_hop(), np.zeros(1600, np.float32), now_ms(), message)  # type: ignore[arg-type]
+    future: Future[contracts.Hypothesis] = Future()
+    future.set_result(infer_batch(TimedRecognizer(0.0), closed_batch("s"), ladder(Settings())[0], "w1")[0])
+    worker._on_done(job, future)
+
+
+def test_a_hypothesis_whose_delivery_timed_out_is_sent_again_and_then_committed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    topics = UNIT_SETTINGS.topics
+    producer = FakeProducer(fail=(topics.hypotheses,))
+    worker, _ = hop_worker(monkeypatch, producer)
+    published_hypothesis(worker, 5)
+    producer.poll()
+    assert producer.topics() == [topics.hypotheses] * 2 and not worker.tracker.to_commit()
+    producer.fail = ()
+    producer.poll()  # the second attempt's failure: a third, which goes through
+    producer.poll()
+    assert producer.topics() == [topics.hypotheses] * 3
+    assert worker.tracker.to_commit() == {(topics.hops, 0): 6}
+    assert worker._gave_up is None
+
+
+@pytest.mark.parametrize("code", [KafkaError.PRODUCER_FENCED, KafkaError._FATAL])
+def test_a_fatal_delivery_error_stops_the_worker_with_the_hop_uncommitted(
+    monkeypatch: pytest.MonkeyPatch, code: int
+) -> None:
+    topics = UNIT_SETTINGS.topics
+    producer = FakeProducer(fail=(topics.hypotheses,), error=KafkaError(code))
+    worker, _ = hop_worker(monkeypatch, producer)
+    published_hypothesis(worker, 5)
+    producer.poll()
+    assert producer.topics() == [topics.hypotheses], "neither sent again nor dead-lettered"
+    assert worker._gave_up is not None and "failed fatally" in worker._gave_up
+    assert not worker.tracker.to_commit()
+
+
+def test_a_hypothesis_the_broker_refuses_for_good_is_dead_lettered_and_committed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    topics = UNIT_SETTINGS.topics
+    producer = FakeProducer(fail=(topics.hypotheses,), error=KafkaError(KafkaError.TOPIC_AUTHORIZATION_FAILED))
+    worker, _ = hop_worker(monkeypatch, producer)
+    published_hypothesis(worker, 5)
+    producer.poll()
+    producer.poll()
+    assert producer.topics() == [topics.hypotheses, topics.dead_letter(topics.hops)]
+    letter = contracts.DeadLetter.decode(producer.sent[1][1])
+    assert "hypothesis not delivered" in letter.reason and "authorization failed" in letter.reason
+    assert worker.tracker.to_commit() == {(topics.hops, 0): 6}

@@ -15,8 +15,10 @@ letter) of it and of every earlier hop of its partition is acknowledged by the b
 (:class:`~workers.offsets.OffsetTracker`). SIGTERM stops fetching, runs what was already
 received, flushes, commits and leaves the group.
 
-A hypothesis the producer refuses outright (``KafkaException``, e.g. too large) is that hop's
-failure, not the process's: the hop is dead-lettered with the reason. A dead letter whose
+A hypothesis the producer refuses outright (``KafkaException``, e.g. too large) or the broker refuses
+for good (e.g. not authorized) is that hop's failure, not the process's: the hop is dead-lettered with
+the reason. One whose delivery timed out is sent again. A fatal producer error (the producer is fenced
+and can send nothing more) makes the worker exit non-zero with the hop uncommitted, for a replay. A dead letter whose
 delivery fails is sent again ``DEAD_LETTER_ATTEMPTS`` times in all, with doubling backoff; if
 it still fails the worker exits non-zero with the hop uncommitted, so its next run replays it.
 """
@@ -70,6 +72,16 @@ KNOB_COST_RUNS = 10
 DEAD_LETTER_ATTEMPTS = 5
 #: Wait before the first re-send of a failed dead letter; doubles with each further attempt.
 DEAD_LETTER_BACKOFF_S = 0.5
+#: Delivery errors worth sending the hypothesis again for: the broker did not answer in time or was
+#: unreachable (librdkafka already retried within ``kafka.delivery_timeout_ms``, which paces the loop).
+#: Delivery errors after which this producer sends nothing more (a delivery report does not carry
+#: librdkafka's fatal flag, so they are named): only a new producer, i.e. a replay, goes on.
+FATAL_DELIVERY_ERRORS = frozenset(
+    {KafkaError._FATAL, KafkaError._FENCED, KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH}
+)
+TRANSIENT_DELIVERY_ERRORS = frozenset(
+    {KafkaError._MSG_TIMED_OUT, KafkaError._TIMED_OUT, KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN}
+)
 
 BATCH_WAIT = Histogram(
     "hopline_worker_batch_wait_seconds", "Worker receipt -> batch closed, per hop.", buckets=LATENCY_BUCKETS_S
@@ -279,7 +291,8 @@ class HopWorker:
         self.group_id = f"{settings.app_id}-worker"
         self.tracker = OffsetTracker()
         self.max_window_samples = round(settings.audio.window_secs * settings.audio.sample_rate)
-        self.producer: Producer = make_producer(settings)
+        # A client id per worker: broker quotas, ACL audit logs and request metrics can tell workers apart.
+        self.producer: Producer = make_producer(settings, **{"client.id": f"hopline-worker-{self.worker_id}"})
         self.dead_letters = DeadLetters(settings, self.producer, SERVICE)
         self.consumer = make_consumer(settings, self.group_id)
         self.control = ControlFollower(settings)
@@ -429,9 +442,14 @@ class HopWorker:
         def on_delivery(error: KafkaError | None, _message: Message) -> None:
             if error is None:
                 self.tracker.done(*source)
-            else:
+            elif error.fatal() or error.code() in FATAL_DELIVERY_ERRORS:
+                # The producer is unusable (e.g. fenced after a timeout's epoch bump): replay from the commit.
+                self._give_up(f"producer failed fatally delivering {source}@{session_id}: {error}")
+            elif error.retriable() or error.code() in TRANSIENT_DELIVERY_ERRORS:
                 log.warning("hypothesis for %s@%s not delivered (%s); retrying", source, session_id, error)
                 self._produce(job, value)
+            else:
+                self._dead_letter(job.message, f"hypothesis not delivered: {error}", KafkaException(error))
 
         while True:
             try:
@@ -461,7 +479,7 @@ class HopWorker:
                 why,
             )
             if attempt >= DEAD_LETTER_ATTEMPTS:
-                self._gave_up = f"dead letter for {topic}[{partition}]@{offset} not delivered: {why}"
+                self._give_up(f"dead letter for {topic}[{partition}]@{offset} not delivered: {why}")
                 return
             due = time.monotonic() + DEAD_LETTER_BACKOFF_S * 2 ** (attempt - 1)
             with self._retries_lock:
@@ -480,6 +498,11 @@ class HopWorker:
             self.dead_letters.publish(message, reason, error, on_delivery=on_delivery)
         except (BufferError, KafkaException) as exc:
             failed(exc)
+
+    def _give_up(self, why: str) -> None:
+        """Stop the main loop; the first reason is the one reported (later ones are its consequences)."""
+        if self._gave_up is None:
+            self._gave_up = why
 
     def _retry_dead_letters(self) -> None:
         """Re-send the failed dead letters whose backoff is over (main thread)."""
