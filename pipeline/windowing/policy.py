@@ -9,7 +9,9 @@ Pure logic (no Kafka, and no clock: times come in as arguments) so every rule is
   and counted. A frame that arrives early is held until the missing ones come; a missing
   frame is given up once the newest held frame is more than ``reorder_tolerance_frames``
   ahead of it, and replaced by 20 ms of silence (counted as a gap). A frame that arrives
-  after it was given up is dropped (``late``).
+  after it was given up is dropped (``late``). A session first seen at seq n (its start
+  lost, or overtaken) starts at n - ``reorder_tolerance_frames``, so the frames it overtook
+  are kept; one older than that is ``late``.
 * A seq more than ``max_gap_frames`` ahead of the next expected one is an outage, not a
   network gap: the frames held are flushed, then the session skips ahead to the new frame
   without filling (:attr:`Outcome.skipped`), its window starting again there. Skipping
@@ -328,7 +330,7 @@ class SessionWindow:
             )
             return outcome
         if frame.seq < self.next_seq or frame.seq in self.pending:
-            if frame.seq in self.recent_gaps:
+            if frame.seq in self.recent_gaps or frame.seq < self.first_seq:
                 outcome.late = True
             else:
                 outcome.duplicate = True
@@ -598,8 +600,10 @@ class Windower:
             return Outcome(rejection=Rejection(frame.session_id, frame.seq, reason))
         session = self.sessions.get(frame.session_id)
         if session is None:
-            # Sessions start at seq 0; one first seen further in (its start was lost) starts there.
-            first_seq = 0 if frame.seq <= self.shape.reorder_tolerance_frames else frame.seq
+            # Sessions start at seq 0. One first seen further in (its start was lost, or the frame overtook the
+            # ones before it) starts the reorder tolerance before it: those frames are kept if they come in time,
+            # and given up as gaps like any missing frame if they do not.
+            first_seq = max(0, frame.seq - self.shape.reorder_tolerance_frames)
             session = SessionWindow(frame.session_id, frame.codec, frame.sample_rate, self.shape, first_seq)
             self.sessions[frame.session_id] = session
         session.last_seen_ms = received_ts_ms

@@ -287,10 +287,19 @@ def test_codec_change_and_absurd_seq_jumps_are_rejected_without_harming_the_sess
     assert frame_ids(hop) == list(range(1, 9))
 
 
-def test_a_session_first_seen_mid_stream_starts_there(windower: Windower) -> None:
+def test_a_session_first_seen_mid_stream_starts_the_reorder_tolerance_before_it(windower: Windower) -> None:
+    """Its frames 96..99 never come: given up as gaps like any missing frame, once 101..104 are in."""
     hops = hops_of(feed(windower, [pcm_frame(i) for i in range(100, 108)]))
-    assert frame_ids(hops[0]) == list(range(101, 109))
-    assert hops[0].gap_frames == 0 and hops[0].window_start_sample == 0
+    assert frame_ids(hops[0]) == [0, 0, 0, 0, 101, 102, 103, 104]
+    assert hops[0].gap_frames == 4 and hops[0].window_start_sample == 0
+
+
+def test_frames_that_a_first_frame_overtook_are_kept_and_older_ones_are_late(windower: Windower) -> None:
+    outcomes = feed(windower, [pcm_frame(i) for i in (100, 98, 99, 95, *range(101, 106))])
+    assert outcomes[3].late and not outcomes[3].duplicate, "95 is past the tolerance of the first frame, 100"
+    hops = hops_of(outcomes)
+    assert frame_ids(hops[0]) == [0, 0, 99, 100, 101, 102, 103, 104]
+    assert (hops[0].gap_frames, hops[0].duplicate_frames) == (2, 0)
 
 
 def test_mulaw_8k_window_is_the_decoded_upsampled_stream(windower: Windower) -> None:
