@@ -227,7 +227,11 @@ class Stitcher:
         evicted: list[contracts.Transcript] = []
         if state is None:
             evicted = self._make_room()
-            state = self._sessions[session_id] = SessionState(session_id)
+            # A session first heard at hop n > 0 (its state forgotten after closed_retention_ms, or its first
+            # hops skipped) numbers its segments from n, so a late hop never reopens segment 0: a segment ends
+            # at an endpoint (600 ms of silence, 4 hops) or at max_segment_words, so its earlier life had far
+            # fewer than n segments and none of its finals can have that number.
+            state = self._sessions[session_id] = SessionState(session_id, segment=max(0, hop_seq))
         if 0 <= offset <= state.last_offset:
             return Outcome("replayed", reason=f"offset {offset} already applied (hop {state.last_hop_seq})")
         if state.closed:

@@ -304,6 +304,19 @@ def test_idle_sessions_get_a_final_and_closed_ones_are_forgotten() -> None:
     assert "s1" not in stitcher
 
 
+def test_a_forgotten_session_that_comes_back_numbers_its_segments_from_its_hop() -> None:
+    """Its segment 0 already had its final: the hop that brings it back opens segment 8, not 0 again."""
+    clock = FakeClock(1_000_000.0)
+    stitcher = Stitcher(StitchingPolicy(idle_timeout_ms=5_000, closed_retention_ms=20_000), clock=clock)
+    run(stitcher, clock, [hypothesis("s1", seq) for seq in range(5)])
+    clock.now += 6_000
+    assert [final.segment for final in stitcher.expire().finals] == [0]
+    clock.now += 20_000
+    assert stitcher.expire().forgotten == ["s1"]
+    back = run(stitcher, clock, [hypothesis("s1", 8, is_final=True)])
+    assert [(t.kind, t.segment) for t in back] == [("final", 8)]
+
+
 def test_the_last_word_of_a_closed_segment_is_not_repeated_in_the_next() -> None:
     clock = FakeClock(1_000_000.0)
     stitcher = Stitcher(clock=clock)

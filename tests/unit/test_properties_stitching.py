@@ -11,7 +11,6 @@ import re
 from collections import defaultdict
 from dataclasses import dataclass
 
-import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
@@ -171,12 +170,6 @@ def test_each_segment_has_at_most_one_final_and_nothing_after_it(steps: list[Ste
     assert_one_final_per_segment(run(steps))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="stitching limit (issue 12 follow-up): a closed session is forgotten closed_retention_ms after it "
-    "closed; a hop of it arriving later than that starts it again at segment 0, so segment 0 gets a second final",
-)
 @PROPERTY_SETTINGS
 @example(
     steps=[
