@@ -65,7 +65,11 @@ def assert_hops_match(
         assert hop.window_start_sample == start
         window = audio.pcm16_from_bytes(hop.audio)
         differ = np.flatnonzero(window != expected[start:end]) if len(window) == end - start else [-1]
-        assert len(differ) == 0, f"{stream.session_id} hop {hop.hop_seq}: samples {differ[:3]}..{differ[-1:]} differ"
+        assert len(differ) == 0, (
+            f"{stream.session_id} hop {hop.hop_seq}: samples {differ[:3]}..{differ[-1:]} differ "
+            f"(gap frames {hop.gap_frames}, duplicates {hop.duplicate_frames}, "
+            f"differing samples all silence: {len(window) == end - start and not window[differ].any()})"
+        )
         assert hop.gap_frames == 0
         assert redelivered or hop.duplicate_frames == 0
         assert hop.sample_rate == 16000
