@@ -279,18 +279,24 @@ def hop_worker(
     return HopWorker(UNIT_SETTINGS, TimedRecognizer(0.0)), consumer
 
 
+def published_hypothesis(worker: HopWorker, offset: int) -> None:
+    """A hop at ``offset`` whose inference is done, handed to the worker to publish."""
+    topics = UNIT_SETTINGS.topics
+    worker.tracker.register(topics.hops, 0, offset)
+    message = FakeMessage(make_hop().encode(), offset=offset)
+    job = HopJob(make_hop(), np.zeros(1600, np.float32), now_ms(), message)  # type: ignore[arg-type]
+    future: Future[contracts.Hypothesis] = Future()
+    future.set_result(infer_batch(TimedRecognizer(0.0), closed_batch("s"), ladder(Settings())[0], "w1")[0])
+    worker._on_done(job, future)
+
+
 def test_a_hypothesis_the_producer_refuses_is_dead_lettered_and_its_hop_committed(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     topics = UNIT_SETTINGS.topics
     producer = FakeProducer(refuse=(topics.hypotheses,))
     worker, _ = hop_worker(monkeypatch, producer)
-    message = FakeMessage(make_hop().encode(), offset=7)
-    worker.tracker.register(topics.hops, 0, 7)
-    job = HopJob(make_hop(), np.zeros(1600, np.float32), now_ms(), message)  # type: ignore[arg-type]
-    future: Future[contracts.Hypothesis] = Future()
-    future.set_result(infer_batch(TimedRecognizer(0.0), closed_batch("s"), ladder(Settings())[0], "w1")[0])
-    worker._on_done(job, future)  # the produce raised KafkaException: no crash
+    published_hypothesis(worker, 7)  # the produce raised KafkaException: no crash
     assert producer.topics() == [topics.dead_letter(topics.hops)]
     letter = contracts.DeadLetter.decode(producer.sent[0][1])
     assert "Broker: Message size too large" in letter.reason and letter.offset == 7
@@ -324,17 +330,6 @@ def test_a_dead_letter_delivered_on_a_retry_commits_its_hop(monkeypatch: pytest.
     producer.poll()
     assert producer.topics() == [dead_letter_topic] * 2
     assert worker.tracker.to_commit() == {(topics.hops, 0): 4}
-
-
-def published_hypothesis(worker: HopWorker, offset: int) -> None:
-    """A hop at ``offset`` whose inference is done, handed to the worker to publish."""
-    topics = UNIT_SETTINGS.topics
-    worker.tracker.register(topics.hops, 0, offset)
-    message = FakeMessage(make_hop().encode(), offset=offset)
-    job = HopJob(make_hop(), np.zeros(1600, np.float32), now_ms(), message)  # type: ignore[arg-type]
-    future: Future[contracts.Hypothesis] = Future()
-    future.set_result(infer_batch(TimedRecognizer(0.0), closed_batch("s"), ladder(Settings())[0], "w1")[0])
-    worker._on_done(job, future)
 
 
 def test_a_hypothesis_whose_delivery_timed_out_is_sent_again_and_then_committed(
