@@ -72,13 +72,13 @@ KNOB_COST_RUNS = 10
 DEAD_LETTER_ATTEMPTS = 5
 #: Wait before the first re-send of a failed dead letter; doubles with each further attempt.
 DEAD_LETTER_BACKOFF_S = 0.5
-#: Delivery errors worth sending the hypothesis again for: the broker did not answer in time or was
-#: unreachable (librdkafka already retried within ``kafka.delivery_timeout_ms``, which paces the loop).
 #: Delivery errors after which this producer sends nothing more (a delivery report does not carry
 #: librdkafka's fatal flag, so they are named): only a new producer, i.e. a replay, goes on.
 FATAL_DELIVERY_ERRORS = frozenset(
     {KafkaError._FATAL, KafkaError._FENCED, KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH}
 )
+#: Delivery errors worth sending the hypothesis again for: the broker did not answer in time or was
+#: unreachable (librdkafka already retried within ``kafka.delivery_timeout_ms``, which paces the loop).
 TRANSIENT_DELIVERY_ERRORS = frozenset(
     {KafkaError._MSG_TIMED_OUT, KafkaError._TIMED_OUT, KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN}
 )
