@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import onnx
 import pytest
 import torch
 
@@ -29,6 +30,13 @@ def test_export_writes_the_model_its_spec_and_tokens(exported: Path, recognizer:
     spec = read_spec(exported.with_suffix(".json"))
     assert (spec.input, spec.output, spec.words, spec.seconds_per_frame) == ("fbank", "log_probs", "lexicon", 0.04)
     assert (exported.parent / "tokens.txt").read_text().splitlines() == recognizer.tokens
+
+
+def test_the_export_runs_each_depthwise_convolution_as_one_conv_op(exported: Path, recognizer: Recognizer) -> None:
+    """The CPU fast path (shifted multiply-adds) stays out of the graph: one grouped Conv per block."""
+    graph = onnx.load(str(exported)).graph
+    grouped = [n for n in graph.node if n.op_type == "Conv" and any(a.name == "group" and a.i > 1 for a in n.attribute)]
+    assert len(grouped) == recognizer.model.config.n_layers
 
 
 def test_exported_model_transcribes_the_samples_like_the_torch_backend(

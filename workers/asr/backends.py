@@ -22,18 +22,24 @@ BACKENDS = ("torch", "onnx")
 def load_recognizer(
     backend: str, model: Path | None = None, device: str = "auto", threads: int | None = None
 ) -> Recognizer:
-    """``model``: a torch checkpoint (None = the shipped one) or, for onnx, the ``.onnx`` file (required)."""
+    """``model``: a torch checkpoint (None = the shipped one) or, for onnx, the ``.onnx`` file (required).
+
+    Also keeps freed memory mapped for the process (``workers.asr.allocator``): batches stop page-faulting.
+    """
+    from workers.asr.allocator import retain_freed_memory
+
+    if backend not in BACKENDS:
+        raise CliError(f"unknown recognizer {backend!r}: choose one of {', '.join(BACKENDS)}")
+    retain_freed_memory()
     if backend == "torch":
         from workers.asr.recognizer import Recognizer
 
         return Recognizer.load(model, device=device, threads=threads)
-    if backend == "onnx":
-        if model is None:
-            raise CliError("the onnx recognizer needs its model: set HOPLINE_WORKER__CHECKPOINT=path/to/model.onnx")
-        from workers.asr.onnx_backend import load_onnx_recognizer
+    if model is None:
+        raise CliError("the onnx recognizer needs its model: set HOPLINE_WORKER__CHECKPOINT=path/to/model.onnx")
+    from workers.asr.onnx_backend import load_onnx_recognizer
 
-        return load_onnx_recognizer(model, device=device, threads=threads)
-    raise CliError(f"unknown recognizer {backend!r}: choose one of {', '.join(BACKENDS)}")
+    return load_onnx_recognizer(model, device=device, threads=threads)
 
 
 def recognizer_from_settings(worker: WorkerSettings) -> Recognizer:

@@ -137,6 +137,8 @@ class LexiconBeamDecoder:
         t = emissions.shape[0]
         path = list(tokens)[1 : t + 1]  # flashlight pads the path with a start and an end entry
         ends = list(words)[1 : t + 1]
+        # Running sum of the path's own log-probabilities: a word's mean is one subtraction, not a numpy call.
+        on_path = np.cumsum(emissions[np.arange(len(path)), path], dtype=np.float64).tolist()
         out: list[DecodedWord] = []
         start: int | None = None
         for frame, (tok, wid) in enumerate(zip(path, ends, strict=False)):
@@ -147,7 +149,8 @@ class LexiconBeamDecoder:
                 last = frame
                 while last + 1 < len(path) and path[last + 1] == tok and tok != self.blank:
                     last += 1
-                conf = float(np.exp(np.mean([emissions[f, path[f]] for f in range(begin, last + 1)])))
+                before = on_path[begin - 1] if begin else 0.0
+                conf = math.exp((on_path[last] - before) / (last + 1 - begin))
                 out.append(DecodedWord(self.word_dict.get_entry(wid), begin, last + 1, conf))
                 start = None
         return out

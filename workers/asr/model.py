@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import asdict, dataclass
+from typing import cast
 
 import torch
 from torch import nn
@@ -82,8 +83,27 @@ class _ConvModule(nn.Module):
 
     def forward(self, x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         y = F.glu(self.pw1(self.norm(x)), dim=-1) * valid[..., None]
-        y = self.dw(y.transpose(1, 2)).transpose(1, 2)
-        return self.drop(self.pw2(F.silu(self.norm2(y))))
+        return self.drop(self.pw2(F.silu(self.norm2(_depthwise_over_time(y, self.dw)))))
+
+
+def _depthwise_over_time(y: torch.Tensor, conv: nn.Conv1d) -> torch.Tensor:
+    """The depthwise, same-padded ``conv`` over [B, T, C] frames, in that layout.
+
+    On the CPU, oneDNN took ~0.5 ms per layer at batch 8 x 30 frames, mostly moving data between layouts;
+    k shifted multiply-adds along time take ~0.2 (encoder 23.2 -> 20.7 ms on the 2-core box), same weights,
+    same outputs to ~3e-5. On CUDA, and in an ONNX export, the single conv op is the better graph.
+    """
+    if y.device.type != "cpu" or torch.onnx.is_in_onnx_export():
+        return conv(y.transpose(1, 2)).transpose(1, 2)
+    k = conv.kernel_size[0]
+    frames = y.shape[1]
+    padded = F.pad(y, (0, 0, k // 2, k // 2))
+    taps = conv.weight[:, 0, :].t()  # [k, C]
+    bias = conv.bias if conv.bias is not None else torch.zeros_like(taps[0])
+    out = torch.addcmul(bias, padded[:, :frames], taps[0])
+    for j in range(1, k):
+        out.addcmul_(padded[:, j : j + frames], taps[j])
+    return out
 
 
 class _Block(nn.Module):
@@ -134,13 +154,30 @@ class AcousticModel(nn.Module):
         x = (feats - self.feat_mean) / self.feat_std
         if spec_augment is not None:
             x = spec_augment(x)
-        x = self.front(x[:, None])  # [B, C, T', F']
+        x = self._front_end(x)  # [B, C, T', F']
         b, ch, t, f = x.shape
         x = self.proj(x.permute(0, 2, 1, 3).reshape(b, t, ch * f))
         valid = torch.arange(t, device=x.device)[None, :] < lengths[:, None]
         for block in self.blocks:
             x = block(x, valid)
         return self.head(x).float().log_softmax(-1)
+
+    def _front_end(self, feats: torch.Tensor) -> torch.Tensor:
+        """[B, T, F] features -> [B, C, T', F'] through ``self.front``'s two 3x3 stride-2 convs.
+
+        The first conv has one input channel, where oneDNN took 3.0 ms at batch 8 on the 2-core box; the same
+        arithmetic as a [9 -> C] matmul over stacked 3x3 patches takes ~0.5, and leaves its output channels-last,
+        which the second conv also runs faster on. Same weights, same outputs to ~2e-5.
+        """
+        first, act1, second, act2 = self.front
+        weight, bias = cast(torch.Tensor, first.weight), cast(torch.Tensor, first.bias)
+        h = (feats.shape[1] - 3) // 2 + 1
+        w = (feats.shape[2] - 3) // 2 + 1
+        patches = torch.stack(
+            [feats[:, i : i + 2 * h - 1 : 2, j : j + 2 * w - 1 : 2] for i in range(3) for j in range(3)], dim=-1
+        )
+        x = act1(F.linear(patches, weight.flatten(1), bias))  # [B, T1, F1, C]
+        return act2(second(x.permute(0, 3, 1, 2)))
 
     def forward(self, audio: torch.Tensor, num_samples: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         lengths = output_lengths(num_samples)
