@@ -82,7 +82,7 @@ def test_two_assemblers_one_killed_and_restarted_under_load_repeat_and_lose_no_w
     settings = make_settings(partitions=4, kafka={"session_timeout_ms": 2000, "heartbeat_interval_ms": 500})
     topics = settings.topics
     run = uuid.uuid4().hex[:4]
-    plan = {f"asm-{run}-{n:02d}": speech(n) for n in range(SESSIONS)}
+    plan = {session: speech(n) for n, session in enumerate(sessions_on_every_partition(settings, run))}
     reference = clean_finals(settings, plan)
     assert all(
         [w for segment in sorted(finals) for w in finals[segment]] == plan[session] and len(finals) == SEGMENTS
@@ -113,6 +113,22 @@ def test_two_assemblers_one_killed_and_restarted_under_load_repeat_and_lose_no_w
     restored = [int(n) for n in re.findall(r"restored (\d+) sessions", restarted.output)]
     assert restored and max(restored) > 0, "live sessions moved to the restarted assembler"
     assert_transcripts(reader, settings, plan, reference)
+
+
+def sessions_on_every_partition(settings: Settings, run: str) -> list[str]:
+    """SESSIONS ids, as many on each partition: the restarted member then always takes live sessions over,
+    whatever the run id (plain numbered ids once all hashed onto the two partitions the survivor kept)."""
+    partition_of = Assembly(settings, load_state=lambda _session: None).partition_of
+    per_partition = SESSIONS // settings.topics.partitions
+    chosen: dict[int, list[str]] = defaultdict(list)
+    n = 0
+    while sum(map(len, chosen.values())) < SESSIONS:
+        session = f"asm-{run}-{n:03d}"
+        bucket = chosen[partition_of(session)]
+        if len(bucket) < per_partition:
+            bucket.append(session)
+        n += 1
+    return sorted(s for bucket in chosen.values() for s in bucket)
 
 
 def owns_all(assembler: ServiceProcess, since: int) -> bool:
