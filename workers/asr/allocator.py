@@ -2,7 +2,7 @@
 
 Every recognizer call allocates and frees the same multi-MB tensors (front-end feature maps, attention and
 feed-forward activations). With glibc's default, adaptive thresholds, freed memory at the top of the heap is
-handed back to the kernel and the next batch touches fresh pages: ~3,100-3,500 minor page faults per batch-8
+handed back to the kernel and the next batch touches fresh pages: ~2,400-3,500 minor page faults per batch-8
 call on the 2-core box, 3-5 ms of a ~43 ms call (docs/model-card.md). Fixed thresholds keep those pages: the
 resident set stays at one batch's peak instead of shrinking between batches.
 """
