@@ -42,6 +42,9 @@ At-least-once delivery upstream means a hop may arrive twice (worker restart) or
 is ignored; the newer window already covers its audio. A hypothesis at or before the input
 offset of the last one applied (``offset``, recorded in the state) is the assembler's own
 replay after a crash: its outputs went out before, so it yields nothing (status ``replayed``).
+The state also keeps the offsets of the last ``RECENT_OFFSETS`` hypotheses applied: an offset inside
+that span but not among them was never applied (its record skipped by the consumer and read again at
+a rebalance), so it is taken like any late hop, latency event included, instead of as a replay.
 
 A segment is closed early, its committed words as a final and its tail kept for the next,
 once it holds ``max_segment_words`` committed words: long speech without a pause would
@@ -55,6 +58,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
@@ -67,6 +71,12 @@ Record = dict[str, Any]
 Status = Literal["applied", "duplicate", "stale", "closed", "invalid", "replayed"]
 
 _PUNCTUATION = re.compile(r"[^\w']+")
+#: Input offsets of applied hypotheses a session's state keeps: 32 hops are ~5 s of one session's stream,
+#: longer than a replay after a crash reaches back (the commit interval, ~3 s), for ~200 bytes of state.
+RECENT_OFFSETS = 32
+#: Forgotten sessions whose next segment number is kept in memory (~100 bytes each). Not persisted: after an
+#: assembler restart a session id heard again more than ``closed_retention_ms`` after its close starts over.
+RETIRED_SESSIONS = 50_000
 
 
 def _key(word: contracts.Word) -> str:
@@ -118,6 +128,15 @@ class SessionState:
     last_seen_wall_ms: float = 0.0
     closed: bool = False
     last_offset: int = -1
+    recent_offsets: list[int] = field(default_factory=list)
+
+    def applied_before(self, offset: int) -> bool:
+        """Whether the hypothesis at input ``offset`` was applied already (its outputs went out)."""
+        if not 0 <= offset <= self.last_offset:
+            return False
+        if not self.recent_offsets or offset < self.recent_offsets[0]:
+            return True  # older than the offsets kept (or a state from before they were): as before
+        return offset in self.recent_offsets
 
     def to_record(self) -> Record:
         return {
@@ -136,6 +155,7 @@ class SessionState:
             "last_seen_wall_ms": self.last_seen_wall_ms,
             "closed": self.closed,
             "last_offset": self.last_offset,
+            "recent_offsets": self.recent_offsets,
         }
 
     @classmethod
@@ -156,6 +176,7 @@ class SessionState:
             last_seen_wall_ms=float(record["last_seen_wall_ms"]),
             closed=bool(record["closed"]),
             last_offset=int(record.get("last_offset", -1)),
+            recent_offsets=[int(o) for o in record.get("recent_offsets", [])][-RECENT_OFFSETS:],
         )
 
 
@@ -190,6 +211,9 @@ class Stitcher:
         self.policy = policy or StitchingPolicy()
         self._clock = clock
         self._sessions: dict[str, SessionState] = {}
+        # Next segment number of sessions forgotten after their close, newest last: a session id heard again
+        # (a hop redelivered after the retention, or an id reused) never numbers a final it already sent.
+        self._retired: OrderedDict[str, int] = OrderedDict()
 
     def __contains__(self, session_id: object) -> bool:
         return session_id in self._sessions
@@ -231,8 +255,9 @@ class Stitcher:
             # hops skipped) numbers its segments from n, so a late hop never reopens segment 0: a segment ends
             # at an endpoint (600 ms of silence, 4 hops) or at max_segment_words, so its earlier life had far
             # fewer than n segments and none of its finals can have that number.
-            state = self._sessions[session_id] = SessionState(session_id, segment=max(0, hop_seq))
-        if 0 <= offset <= state.last_offset:
+            segment = max(0, hop_seq, self._retired.pop(session_id, 0))
+            state = self._sessions[session_id] = SessionState(session_id, segment=segment)
+        if state.applied_before(offset):
             return Outcome("replayed", reason=f"offset {offset} already applied (hop {state.last_hop_seq})")
         if state.closed:
             return Outcome("closed", reason=f"hop {hop_seq} after the session's final hop {state.last_hop_seq}")
@@ -244,6 +269,8 @@ class Stitcher:
         now = self._clock()
         state.last_hop_seq = hop_seq
         state.last_offset = max(state.last_offset, offset)
+        if offset >= 0:
+            state.recent_offsets = sorted([*state.recent_offsets, offset])[-RECENT_OFFSETS:]
         state.last_first_capture_ts_ms = hypothesis.first_capture_ts_ms
         state.last_seen_wall_ms = now
         window_start = hypothesis.window_start_ms
@@ -308,6 +335,7 @@ class Stitcher:
             if state.closed:
                 if idle >= self.policy.closed_retention_ms:
                     del self._sessions[session_id]
+                    self._retire(session_id, state.segment)
                     expiry.forgotten.append(session_id)
             elif idle >= self.policy.idle_timeout_ms:
                 if self._has_words(state) or state.segment == 0:
@@ -316,6 +344,13 @@ class Stitcher:
                 state.last_seen_wall_ms = now  # retention counts from the close: a late hop stays a late hop
                 expiry.closed.append(session_id)
         return expiry
+
+    def _retire(self, session_id: str, next_segment: int) -> None:
+        """Remember a forgotten session's next segment number, for the last ``RETIRED_SESSIONS`` of them."""
+        self._retired[session_id] = next_segment
+        self._retired.move_to_end(session_id)
+        while len(self._retired) > RETIRED_SESSIONS:
+            self._retired.popitem(last=False)
 
     def _uncommitted(
         self, state: SessionState, words: list[contracts.Word], window_start: float

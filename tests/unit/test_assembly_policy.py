@@ -7,7 +7,7 @@ from dataclasses import replace
 import pytest
 
 from pipeline import contracts
-from pipeline.assembly.policy import Expiry, Outcome, Stitcher, StitchingPolicy
+from pipeline.assembly.policy import RECENT_OFFSETS, Expiry, Outcome, Stitcher, StitchingPolicy
 from tests.plugins import builders
 from tests.plugins.clock import FakeClock
 
@@ -317,6 +317,18 @@ def test_a_forgotten_session_that_comes_back_numbers_its_segments_from_its_hop()
     assert [(t.kind, t.segment) for t in back] == [("final", 8)]
 
 
+def test_a_forgotten_session_heard_again_at_hop_zero_opens_no_final_it_already_sent() -> None:
+    """Hop 0 redelivered after the retention (or the id reused): segment 0 had its final, so it gets segment 1."""
+    clock = FakeClock(1_000_000.0)
+    stitcher = Stitcher(StitchingPolicy(idle_timeout_ms=5_000, closed_retention_ms=20_000), clock=clock)
+    first = run(stitcher, clock, [hypothesis("s1", 0, is_final=True)])
+    assert [(t.kind, t.segment) for t in first] == [("final", 0)]
+    clock.now += 21_000
+    assert stitcher.expire().forgotten == ["s1"]
+    again = run(stitcher, clock, [hypothesis("s1", 0, is_final=True)])
+    assert [t.segment for t in again if t.kind == "final"] != [0]
+
+
 def test_the_last_word_of_a_closed_segment_is_not_repeated_in_the_next() -> None:
     clock = FakeClock(1_000_000.0)
     stitcher = Stitcher(clock=clock)
@@ -411,6 +423,32 @@ def test_a_hypothesis_replayed_after_a_restore_from_its_own_snapshot_emits_nothi
         assert replay.status == "replayed" and not replay.transcripts
     redelivered = restored.accept(hops[-1], 160, offset=12)  # the worker sent it again: a new offset
     assert redelivered.status == "closed" and not redelivered.transcripts
+
+
+def test_a_record_skipped_then_read_again_behind_applied_ones_is_taken_not_replayed() -> None:
+    """The consumer skipped offset 6 at a takeover and read it again at the next rebalance, after 7 and 8
+    were applied: it was never applied, so it is a late hop (latency event), not a replay (nothing)."""
+    clock = FakeClock(1_000_000.0)
+    first = Stitcher(clock=clock)
+    hops = stream(hops=12)
+    for offset in (0, 1, 2, 3, 4, 5, 7, 8):
+        assert first.accept(hops[offset], 160, offset=offset).status == "applied"
+    restored = Stitcher(clock=clock)
+    restored.restore(json.loads(json.dumps(first.snapshot("s1"))))
+    for stitcher in (first, restored):
+        assert stitcher.accept(hops[6], 160, offset=6).status == "stale"
+        assert stitcher.accept(hops[7], 160, offset=7).status == "replayed"
+
+
+def test_offsets_older_than_the_ones_kept_count_as_replays() -> None:
+    clock = FakeClock(1_000_000.0)
+    stitcher = Stitcher(clock=clock)
+    hops = stream(hops=RECENT_OFFSETS + 3)
+    for seq, hyp in enumerate(hops):
+        if seq != 1:  # offset 1 skipped, then pushed out of the kept offsets by the ones after it
+            stitcher.accept(hyp, 160, offset=seq)
+    assert stitcher.accept(hops[1], 160, offset=1).status == "replayed"
+    assert len(stitcher.snapshot("s1")["recent_offsets"]) == RECENT_OFFSETS
 
 
 def unbroken_speech(seconds: float) -> list[tuple[str, float, float]]:
