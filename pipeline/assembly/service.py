@@ -12,8 +12,9 @@ hypothesis that changes it, into a faust table (changelog topic
 hypothesis its transcripts and latency event go out first; once they are delivered the new
 state, which records the hypothesis' input offset, goes to the changelog; the input is acked
 once that is delivered too. After a crash the hypotheses since the last committed offset are
-replayed; each one at or before the offset in the restored state sends nothing (not even a
-latency event), and a restored state only ever follows delivered outputs, so nothing is lost.
+replayed; each one the restored state records as applied (its offset among the last ones applied, or
+older) sends nothing (not even a latency event), and a restored state only ever follows delivered outputs,
+so nothing is lost.
 The agent never waits for a delivery, so ``post`` stays at its ~10 ms (waiting for two round
 trips per hypothesis, in order, doubled post p50 and tripled its p95 on the embedded broker).
 The price is a narrow window: a crash after the outputs were delivered but before the state was
