@@ -12,14 +12,19 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from functools import partial
 from typing import Any
 
 from pipeline import contracts
+from pipeline.kafka.dead_letters import ReaderDeadLetters
 from pipeline.kafka.readers import open_reader, poll_record
 from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
+
+#: Told why a record was not taken: the reason, and the decoding error if that was it.
+Refused = Callable[[str, BaseException | None], None]
 
 
 def combined_savings(records: Mapping[str, contracts.WorkerCapabilities], max_age_s: float) -> dict[str, float]:
@@ -42,15 +47,21 @@ class CapabilityBook:
         #: Increases whenever a record is taken, so a reader knows to re-price.
         self.version = 0
 
-    def apply(self, data: bytes | None) -> bool:
-        """Take one record; False when it is unreadable, implausible or older than the worker's last (logged)."""
+    def apply(self, data: bytes | None, refused: Refused | None = None) -> bool:
+        """Take one record; False when it is unreadable, implausible (both logged, and handed to ``refused``
+        with the reason) or older than the worker's last (a compacted topic read again: not an error)."""
         try:
             record = contracts.WorkerCapabilities.decode(data)
         except contracts.ContractError as exc:
             log.warning("ignoring unreadable capabilities record: %s", exc)
+            if refused is not None:
+                refused(f"unreadable capabilities record: {exc}", exc)
             return False
         if any(not 0.0 <= saving < 1.0 for saving in record.savings.values()):
-            log.warning("ignoring capabilities of %s: a saving outside [0, 1): %s", record.worker_id, record.savings)
+            reason = f"capabilities of {record.worker_id}: a saving outside [0, 1): {record.savings}"
+            log.warning("ignoring %s", reason)
+            if refused is not None:
+                refused(reason, None)
             return False
         with self._lock:
             previous = self._records.get(record.worker_id)
@@ -66,13 +77,15 @@ class CapabilityBook:
 
 
 class CapabilityFollower(CapabilityBook):
-    """A :class:`CapabilityBook` fed from the beginning of the capabilities topic on a thread."""
+    """A :class:`CapabilityBook` fed from the beginning of the capabilities topic on a thread; records it
+    refuses go to ``capabilities.dlq`` (again at each start while the compacted topic still holds them)."""
 
     def __init__(self, settings: Settings, max_age_s: float = 3600.0) -> None:
         super().__init__(max_age_s)
         self._stop = threading.Event()
         background: dict[str, Any] = {"fetch.wait.max.ms": settings.kafka.background_fetch_wait_max_ms}
         self._consumer = open_reader(settings, "capabilities", [settings.topics.capabilities], **background)
+        self._dead_letters = ReaderDeadLetters(settings, "controller")
         self._thread = threading.Thread(target=self._run, name="capabilities", daemon=True)
 
     def start(self) -> CapabilityFollower:
@@ -83,10 +96,11 @@ class CapabilityFollower(CapabilityBook):
         while not self._stop.is_set():
             message = poll_record(self._consumer, 0.1, "capabilities topic")
             if message is not None:
-                self.apply(message.value())
+                self.apply(message.value(), partial(self._dead_letters.publish, message))
 
     def close(self) -> None:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(2.0)
         self._consumer.close()
+        self._dead_letters.close()

@@ -17,13 +17,12 @@ import threading
 from collections.abc import Callable
 from typing import Any, Literal
 
-from confluent_kafka import KafkaException, Message, Producer
+from confluent_kafka import Message
 from prometheus_client import Counter
 
 from pipeline import contracts
 from pipeline.control.ladder import GLOBAL_SCOPE, InvalidCommand, Knobs, knobs_from_command, ladder
-from pipeline.kafka.clients import make_producer
-from pipeline.kafka.dead_letters import DeadLetters
+from pipeline.kafka.dead_letters import ReaderDeadLetters
 from pipeline.kafka.readers import open_reader, poll_record
 from pipeline.settings import Settings
 
@@ -106,8 +105,8 @@ class ControlFollower:
 
     def __init__(self, settings: Settings, scope: str = GLOBAL_SCOPE) -> None:
         self._settings = settings
-        self._gate = CommandGate(settings, self._publish_dead_letter, scope)
-        self._producer: Producer | None = None
+        self._dead_letters = ReaderDeadLetters(settings, "control-follower")
+        self._gate = CommandGate(settings, self._dead_letters.publish, scope)
         self._stop = threading.Event()
         background: dict[str, Any] = {"fetch.wait.max.ms": settings.kafka.background_fetch_wait_max_ms}
         self._consumer = open_reader(settings, "control-follower", [settings.topics.control], **background)
@@ -126,16 +125,6 @@ class ControlFollower:
         self._thread.start()
         return self
 
-    def _publish_dead_letter(self, message: Message, reason: str, error: BaseException) -> None:
-        """Logged, not raised, when it cannot be queued: a lost dead letter must not stop the following."""
-        try:
-            if self._producer is None:
-                self._producer = make_producer(self._settings)
-            DeadLetters(self._settings, self._producer, "control-follower").publish(message, reason, error)
-            self._producer.poll(0)
-        except (BufferError, KafkaException) as exc:
-            log.error("control command not dead-lettered (%s): %s", reason, exc)
-
     def _run(self) -> None:
         while not self._stop.is_set():
             message = poll_record(self._consumer, 0.1, "control topic")
@@ -147,5 +136,4 @@ class ControlFollower:
         if self._thread.is_alive():
             self._thread.join(2.0)
         self._consumer.close()
-        if self._producer is not None:
-            self._producer.flush(5)
+        self._dead_letters.close()

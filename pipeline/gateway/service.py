@@ -69,6 +69,7 @@ from pipeline.gateway.policy import (
     transcript_message,
 )
 from pipeline.ingress.service import AudioProducer, AudioStream
+from pipeline.kafka.dead_letters import ReaderDeadLetters
 from pipeline.kafka.produce_stats import PRODUCE_STATS
 from pipeline.kafka.readers import open_reader, poll_record
 from pipeline.ready import announce_ready, announce_stats
@@ -207,7 +208,8 @@ class LiveSession:
 
 class TranscriptFanout:
     """Every partition of the transcripts topic, read from its end on one thread; the transcripts of
-    the sessions :meth:`watch`-ed (this replica's sockets and subscriptions) go to ``deliver`` on the loop."""
+    the sessions :meth:`watch`-ed (this replica's sockets and subscriptions) go to ``deliver`` on the loop,
+    and those of them it cannot read to ``transcripts.dlq``."""
 
     def __init__(
         self, settings: Settings, loop: asyncio.AbstractEventLoop, deliver: Callable[[contracts.Transcript], None]
@@ -218,6 +220,7 @@ class TranscriptFanout:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._consumer = open_reader(settings, SERVICE, [settings.topics.transcripts])
+        self._dead_letters = ReaderDeadLetters(settings, SERVICE)
         # From the end, resolved now rather than when the first fetch starts: whatever is published
         # after the gateway is listening reaches it.
         ends = []
@@ -256,7 +259,7 @@ class TranscriptFanout:
             try:
                 transcript = contracts.Transcript.decode(message.value())
             except contracts.ContractError as exc:
-                log.warning("unreadable transcript at offset %s: %s", message.offset(), exc)
+                self._dead_letters.publish(message, f"unreadable transcript: {exc}", exc)
                 continue
             self._loop.call_soon_threadsafe(self._deliver, transcript)
 
@@ -265,6 +268,7 @@ class TranscriptFanout:
         if self._thread.is_alive():
             self._thread.join(2.0)
         self._consumer.close()
+        self._dead_letters.close()
 
 
 class Gateway:

@@ -16,10 +16,11 @@ import hashlib
 import logging
 from collections.abc import Callable
 
-from confluent_kafka import KafkaError, Message, Producer
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from pipeline import contracts
 from pipeline.clock import now_ms
+from pipeline.kafka.clients import make_producer
 from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -124,3 +125,30 @@ class DeadLetters:
             value=record,
             on_delivery=on_delivery,
         )
+
+
+class ReaderDeadLetters:
+    """Dead letters for a reader thread that follows a topic (control, capabilities, transcripts).
+
+    The producer is made on the first letter only: most readers never need one. A letter that cannot be
+    queued is logged, not raised: a lost letter must not stop the reading.
+    """
+
+    def __init__(self, settings: Settings, service: str) -> None:
+        self._settings = settings
+        self._service = service
+        self._producer: Producer | None = None
+
+    def publish(self, message: Message, reason: str, error: BaseException | None = None) -> None:
+        try:
+            if self._producer is None:
+                self._producer = make_producer(self._settings)
+            DeadLetters(self._settings, self._producer, self._service).publish(message, reason, error)
+            self._producer.poll(0)
+        except (BufferError, KafkaException) as exc:
+            log.error("%s message not dead-lettered (%s): %s", message.topic(), reason, exc)
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        """Deliver the letters still queued."""
+        if self._producer is not None:
+            self._producer.flush(timeout_s)

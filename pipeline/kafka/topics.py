@@ -25,11 +25,12 @@ def pipeline_topics(settings: Settings) -> dict[str, dict[str, str]]:
     The control topic is compacted: only the newest command per scope matters; its dead-letter
     topic is not (every rejected command is kept). The probe topic carries the broker probe's
     heartbeats, the compacted capabilities topic each worker's measured knob savings (see
-    :func:`partition_count` for their one partition).
+    :func:`partition_count` for their one partition). Every topic a service reads has a dead-letter
+    topic, but the probe's: a prober reads back only its own heartbeats.
     """
     topics = settings.topics
     keyed = [topics.frames, topics.hops, topics.hypotheses, topics.transcripts, topics.latency]
-    consumed = (topics.frames, topics.hops, topics.hypotheses, topics.latency, topics.control)
+    consumed = [*keyed, topics.control, topics.capabilities]
     dead_letters = [topics.dead_letter(t) for t in consumed]
     spec: dict[str, dict[str, str]] = {name: {} for name in keyed + dead_letters}
     spec[topics.control] = {"cleanup.policy": "compact"}

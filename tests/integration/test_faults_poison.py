@@ -7,11 +7,11 @@ Who consumes what (``TopicSettings``; each consumer's dead-letter topic is ``<to
 * hypotheses -> assembler (faust agent);
 * control -> the ``ControlFollower`` of the windower, the worker and the assembler (each dead-letters);
 * latency -> controller (dead-letters undecodable and untrusted events);
-* capabilities -> controller's ``CapabilityFollower``: it has no dead-letter topic by design (an unreadable or
-  implausible record is logged and skipped); the test checks it skips them and takes the next good record.
+* capabilities -> controller's ``CapabilityFollower`` (dead-letters unreadable and implausible records; the test
+  also checks it takes the next good record).
 
-(The probe topic's reader takes only its own prober's key, and the gateway's transcripts reader logs and skips
-what it cannot read; neither has a dead-letter topic nor runs here.)
+(The probe topic's reader takes only its own prober's key and has no dead-letter topic; the gateway's transcripts
+reader is tested in tests/integration/test_gateway_service.py.)
 
 For each topic three records land on the healthy session's partition mid-stream: one that does not decode,
 one with a ~500 kB key and session id (the contract's first string field), one of ~1 MB that decodes but is
@@ -155,15 +155,18 @@ def capabilities_record(worker_id: str, saving: float, device: str = "cpu") -> c
 
 def capabilities_poisons(settings: Settings, session: str) -> list[Poison]:
     return [
-        Poison("undecodable", b"poison-worker", GARBAGE, None),
+        Poison("undecodable", b"poison-worker", GARBAGE, UNDECODABLE),
         Poison(
             "huge-id",
             b"k" * HUGE_ID_BYTES,
             raw_message(contracts.CAPABILITIES, capabilities_record("k" * HUGE_ID_BYTES, 1.5).to_avro()),
-            None,
+            f"worker_id: length {HUGE_ID_BYTES} over the limit of 256 bytes",
         ),
         Poison(
-            "near-1MB", b"poison-worker", capabilities_record("poison-worker", 1.5, "d" * NEAR_MB_BYTES).encode(), None
+            "near-1MB",
+            b"poison-worker",
+            capabilities_record("poison-worker", 1.5, "d" * NEAR_MB_BYTES).encode(),
+            "a saving outside [0, 1)",
         ),
     ]
 
@@ -183,7 +186,7 @@ TARGETS = {
     "hypotheses": Target(lambda s: s.topics.hypotheses, hypotheses_poisons, ("assembler",), "assembler"),
     "control": Target(lambda s: s.topics.control, control_poisons, ("windower", "worker", "assembler"), None),
     "latency": Target(lambda s: s.topics.latency, latency_poisons, ("controller",), None),
-    "capabilities": Target(lambda s: s.topics.capabilities, capabilities_poisons, (), None),
+    "capabilities": Target(lambda s: s.topics.capabilities, capabilities_poisons, ("controller",), None),
 }
 
 
@@ -257,8 +260,7 @@ def test_poison_and_oversize_messages_are_dead_lettered_and_the_healthy_session_
         ]
         return len(letters) >= len(expected) * len(spec.readers)
 
-    if spec.readers:
-        assert wait_for(dead_lettered, 30, interval_s=0.5), (target, [letter.reason for _raw, letter in letters])
+    assert wait_for(dead_lettered, 30, interval_s=0.5), (target, [letter.reason for _raw, letter in letters])
     outputs.reader.close(check=False)  # the poisons on the pipeline's topics do not decode
 
     # Every service still runs (none crashed on a poison or restarted), and none put the poison's knobs in force.

@@ -31,11 +31,12 @@ from pipeline import audio, contracts
 from pipeline.demo import SAMPLES_DIR
 from pipeline.gateway.service import Gateway
 from pipeline.kafka.clients import make_producer
+from pipeline.kafka.readers import read_to_end
 from pipeline.settings import Settings
 from pipeline.supervisor import ServiceProcess
 from tests.plugins.broker import SettingsFactory
 from tests.plugins.builders import control_command, words
-from tests.plugins.kafka import TopicReader, hopline, read_all
+from tests.plugins.kafka import TopicReader, hopline, read_all, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -457,6 +458,7 @@ def test_transcripts_reach_their_session_and_same_tenant_subscribers_only(
 ) -> None:
     running = gateway()
     settings = running.settings
+    dead_letters = settings.topics.dead_letter(settings.topics.transcripts)
     acme_call, globex_call = f"acme/{CALL_SID}", f"globex/{CALL_SID}"
 
     async def scenario() -> tuple[list[dict[str, Any]], ...]:
@@ -482,6 +484,8 @@ def test_transcripts_reach_their_session_and_same_tenant_subscribers_only(
             transcript(globex_call, "final", "globex only"),
         ]:
             producer.produce(settings.topics.transcripts, key=record.session_id.encode(), value=record.encode())
+        for session in (acme_call, "acme/someone-else"):  # dead-lettered for a watched session, else ignored
+            producer.produce(settings.topics.transcripts, key=session.encode(), value=b"\x00 not a transcript")
         assert producer.flush(10) == 0
 
         async def take(client: ClientConnection, count: int) -> list[dict[str, Any]]:
@@ -506,6 +510,17 @@ def test_transcripts_reach_their_session_and_same_tenant_subscribers_only(
         {"word": "large queso", "start_ms": 100.0, "end_ms": 400.0, "confidence": pytest.approx(0.9)}
     ]
     assert plain[1]["hop_seq"] == 7 and plain[1]["segment"] == 0
+    letters: list[contracts.DeadLetter] = []
+
+    def dead_lettered() -> bool:
+        letters[:] = [contracts.DeadLetter.decode(m.value()) for m in read_to_end(settings, "test-dlq", [dead_letters])]
+        return bool(letters)
+
+    assert wait_for(dead_lettered, 10, interval_s=0.5)
+    assert [(letter.key, letter.value, letter.service) for letter in letters] == [
+        (acme_call.encode(), b"\x00 not a transcript", "gateway")
+    ]
+    assert "unreadable transcript" in letters[0].reason
 
 
 # -- the service ------------------------------------------------------------------------------

@@ -47,6 +47,24 @@ def test_the_book_keeps_the_newest_record_per_worker_and_refuses_nonsense() -> N
     assert book.version == 2 and book.savings() == {"window": 0.3}
 
 
+def test_the_book_says_why_it_refuses_a_record_but_not_when_one_is_merely_older() -> None:
+    """The follower dead-letters what the book refuses; an older measurement is a re-read, not poison."""
+    book = CapabilityBook()
+    refusals: list[tuple[str, BaseException | None]] = []
+
+    def refused(reason: str, error: BaseException | None) -> None:
+        refusals.append((reason, error))
+
+    book.apply(capabilities("w1", measured_ts_ms=2_000.0).encode(), refused)
+    book.apply(capabilities("w1", measured_ts_ms=1_000.0).encode(), refused)
+    assert refusals == []
+    book.apply(b"not a record", refused)
+    book.apply(capabilities("w2", window=1.5).encode(), refused)
+    (unreadable, unreadable_error), (implausible, implausible_error) = refusals
+    assert "unreadable" in unreadable and isinstance(unreadable_error, contracts.ContractError)
+    assert "w2" in implausible and "outside [0, 1)" in implausible and implausible_error is None
+
+
 def test_the_controller_prices_the_knobs_the_worker_measures() -> None:
     """pipeline never imports workers, so the knob names live on both sides; they must agree."""
     from pipeline.control import costs

@@ -163,3 +163,50 @@ def test_a_reason_that_is_not_valid_unicode_still_makes_a_letter() -> None:
     """An error text may carry a lone surrogate (bytes decoded with surrogateescape); UTF-8 cannot hold it."""
     decoded = contracts.DeadLetter.decode(letter(b"k", b"v", reason=b"bad \xff id".decode(errors="surrogateescape")))
     assert decoded.reason == "bad ? id"
+
+
+class FullProducer(FakeProducer):
+    """A producer whose queue is full, then has room again."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.full = True
+        self.polls = 0
+        self.flushed: list[float] = []
+
+    def produce(self, topic: str, **kwargs: Any) -> None:
+        if self.full:
+            raise BufferError("Local: Queue full")
+        super().produce(topic, **kwargs)
+
+    def poll(self, _timeout: float) -> int:
+        self.polls += 1
+        return 0
+
+    def flush(self, timeout: float) -> int:
+        self.flushed.append(timeout)
+        return 0
+
+
+def test_a_reader_makes_its_producer_at_the_first_letter_and_a_full_queue_does_not_stop_it(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    made: list[FullProducer] = []
+
+    def make_producer(_settings: Settings) -> FullProducer:
+        made.append(FullProducer())
+        return made[-1]
+
+    monkeypatch.setattr(dead_letters, "make_producer", make_producer)
+    reader = dead_letters.ReaderDeadLetters(Settings(topics=TopicSettings(prefix="unit")), "gateway")
+    reader.close()
+    assert made == [], "no letter, no producer"
+    reader.publish(FakeMessage(b"call-1", b"garbage"), "unreadable transcript")  # type: ignore[arg-type]
+    assert "not dead-lettered (unreadable transcript)" in caplog.text and made[0].produced == []
+    made[0].full = False
+    reader.publish(FakeMessage(b"call-1", b"garbage"), "unreadable transcript")  # type: ignore[arg-type]
+    reader.close()
+    (producer,) = made
+    (sent,) = producer.produced
+    assert sent["topic"] == "unit.frames.dlq" and producer.polls == 1 and producer.flushed == [5.0]
+    assert contracts.DeadLetter.decode(sent["value"]).service == "gateway"
