@@ -12,7 +12,9 @@ Avro bytes, and its CLI wants to own the process. Here:
   ``settings.topics.partitions`` (table changelogs must match the source topic, else
   ``PartitionsMismatch``), raw bytes keys/values, the web server off, a private data dir
   and in-memory table stores (state survives restarts through the changelog topics), and
-  the TLS/SASL settings as faust broker credentials (:func:`broker_credentials`).
+  the TLS/SASL settings as faust broker credentials (:func:`broker_credentials`). Its consumer
+  (:class:`LowLatencyConsumer`) also repairs what faust loses at a rebalance: no commit past an unacked
+  message, sources resumed only at their committed offsets, fetches filtered while no partition is active.
 * :func:`raw_topic` -> a topic of raw bytes; values are encoded with ``pipeline.contracts``.
 * :class:`AgentDeadLetters` -> publish an event an agent cannot process to ``<topic>.dlq``.
 * :func:`run_app` -> run the app in this process from a ``hopline`` CLI handler until
