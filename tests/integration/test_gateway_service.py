@@ -31,7 +31,6 @@ from pipeline import audio, contracts
 from pipeline.demo import SAMPLES_DIR
 from pipeline.gateway.service import Gateway
 from pipeline.kafka.clients import make_producer
-from pipeline.kafka.readers import read_to_end
 from pipeline.settings import Settings
 from pipeline.supervisor import ServiceProcess
 from tests.plugins.broker import SettingsFactory
@@ -513,7 +512,7 @@ def test_transcripts_reach_their_session_and_same_tenant_subscribers_only(
     letters: list[contracts.DeadLetter] = []
 
     def dead_lettered() -> bool:
-        letters[:] = [contracts.DeadLetter.decode(m.value()) for m in read_to_end(settings, "test-dlq", [dead_letters])]
+        letters[:] = read_all(settings, dead_letters, contracts.DeadLetter)
         return bool(letters)
 
     assert wait_for(dead_lettered, 10, interval_s=0.5)

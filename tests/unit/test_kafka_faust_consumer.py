@@ -93,7 +93,7 @@ def test_a_source_partition_resumes_only_once_it_is_at_its_committed_offset(
     consumer.resume_partitions({changelog})  # table recovery
     consumer.resume_partitions({SOURCE})  # recovery done
     assert consumer._get_active_partitions() == {changelog}
-    asyncio.new_event_loop().run_until_complete(consumer.perform_seek())
+    asyncio.run(consumer.perform_seek())
     assert fetchable_during_seek == [{changelog}]
     assert consumer._get_active_partitions() == {SOURCE, changelog}
     assert consumer._read_offset[SOURCE] == 48
@@ -105,7 +105,7 @@ def test_a_source_partition_revoked_before_the_seek_stays_off(
     seek_recorder(consumer, monkeypatch, {changelog})
     consumer.pause_partitions({SOURCE, changelog})
     consumer.resume_partitions({SOURCE, changelog})
-    asyncio.new_event_loop().run_until_complete(consumer.perform_seek())
+    asyncio.run(consumer.perform_seek())
     assert consumer._get_active_partitions() == {changelog}
 
 
@@ -124,7 +124,7 @@ def test_fetches_hand_out_only_active_partitions_even_while_none_is_active(
     live: set[TP] = set()
     thread = consumer._thread
     assert isinstance(thread, LowLatencyConsumerThread)
-    asyncio.new_event_loop().run_until_complete(thread._fetch_records(None, live, timeout=0.0))
+    asyncio.run(thread._fetch_records(None, live, timeout=0.0))
     (partitions,) = handed_to_aiokafka
     assert partitions and SOURCE not in partitions, "aiokafka filters on it: `if partitions and tp not in ...`"
     live.add(SOURCE)  # faust resumes the partition: the fetch in flight sees it at once
